@@ -1,0 +1,1 @@
+"""The implementation of tools/zfuzz (Python 3 standard library only)."""

@@ -1,0 +1,40 @@
+"""Command-line entry point: argparse subcommands, one-line errors, exit codes."""
+import argparse
+import sys
+
+from .common import ZfuzzError
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tools/zfuzz",
+        description="Set up, test, fuzz, reproduce and measure zfuzz's allocators.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    from . import setup, testcmd
+
+    p = sub.add_parser(
+        "setup", help="install every Debian package, build the MSan libc++, write user.bazelrc",
+        description="Idempotent machine set-up: apt-get installs what is missing, the "
+        "MSan-instrumented libc++ is built from Debian's llvm-toolchain-19 source package into "
+        "~/.cache/zfuzz when missing, and user.bazelrc tells Bazel where it is.")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="parallel jobs for the libc++ build (default: ninja's choice)")
+    p.set_defaults(func=setup.run_setup)
+
+    testcmd.add_parser(sub)
+    return parser
+
+
+def main(argv):
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ZfuzzError as e:
+        print(f"zfuzz: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("zfuzz: interrupted", file=sys.stderr)
+        return 130
