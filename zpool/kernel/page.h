@@ -1,0 +1,100 @@
+// Pages and their descriptors; the slab caches for metadata.
+//
+// Page allocator: pages are carved from 16 MiB regions mmap'd on demand and aligned to their
+// size. Every region has an array of descriptors (struct page), and a two-level table indexed by
+// the address's region number finds a region from any address in O(1) without touching the
+// address itself: virt_to_page() of a garbage value returns NULL instead of faulting, which is
+// what lets the allocators prove that a handle is theirs. page_address() is the inverse.
+// Freed pages go to a LIFO cache for reuse; past kPageCacheMax cached pages, further freed pages
+// are returned to the OS (madvise(MADV_DONTNEED)) and reused later as fresh zero pages.
+// Regions are never unmapped, so a descriptor stays valid for the life of the process.
+//
+// Under ASan a free page is poisoned; under MSan a new page is uninitialised unless __GFP_ZERO.
+//
+// Slab caches (kmem_cache): fixed-size objects carved from 64 KiB slabs in separate regions of
+// the same table, so kmem_cache_owns() can say in O(1), without dereferencing, whether a value is
+// a live object of a given cache (zsmalloc proves a handle is live this way). Free objects are
+// poisoned under ASan; new objects are uninitialised under MSan.
+//
+// Both count every allocation against the kc_fail_nth_alloc() fault injection and call
+// might_sleep() for blocking GFP flags.
+#ifndef ZPOOL_KERNEL_PAGE_H_
+#define ZPOOL_KERNEL_PAGE_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "zpool/kernel/kernel.h"
+#include "zpool/kernel/list.h"
+
+namespace kc {
+struct PageLru;  // tag of the list node in struct page
+}
+
+// Page flags (page->flags). The owner of a page may set any of the PG_owner bits.
+inline constexpr unsigned long PG_private = 1UL << 0;
+inline constexpr unsigned long PG_owner_priv_1 = 1UL << 1;
+inline constexpr unsigned long PG_owner_priv_2 = 1UL << 2;
+inline constexpr unsigned long PG_movable = 1UL << 3;
+
+// The page descriptor. Fields marked "owner" belong to whoever allocated the page, between
+// alloc_page() and __free_page(); both zero them. The allocator-private tail is not for users.
+struct page : kc::ListNode<kc::PageLru> {
+  unsigned long flags;          // owner: PG_* bits
+  unsigned long private_;       // owner: the private word (zsmalloc: a huge object's handle)
+  const void *owner;            // owner: the pool this page belongs to
+  void *zspage;                 // owner: zsmalloc's zspage metadata
+  struct page *next;            // owner: next page of a chain (zsmalloc's zspage)
+  unsigned int first_obj_offset;// owner: offset of the first object that starts in this page
+  unsigned int index;           // owner: position in its chain
+
+  // Page allocator only.
+  std::atomic<unsigned char> kc_state;  // kPageFree / kPageAllocated
+  bool kc_released;                     // data returned to the OS (madvise) while free
+  struct page *kc_free_next;
+};
+
+namespace kc {
+
+inline constexpr unsigned char kPageFree = 0;
+inline constexpr unsigned char kPageAllocated = 1;
+
+inline constexpr unsigned long kRegionShift = 24;  // 16 MiB
+inline constexpr unsigned long kRegionSize = 1UL << kRegionShift;
+inline constexpr unsigned long kPagesPerRegion = kRegionSize >> PAGE_SHIFT;
+inline constexpr unsigned long kPageCacheMax = 4096;  // free pages kept before release to OS
+
+struct PageAllocatorStats {
+  unsigned long regions;         // 16 MiB regions mapped for pages
+  unsigned long pages_in_use;    // == kc_pages_in_use()
+  unsigned long pages_cached;    // free, data still resident
+  unsigned long pages_released;  // free, data returned to the OS
+  unsigned long allocs;          // successful alloc_page() calls
+  unsigned long frees;           // __free_page() calls that freed a page
+  unsigned long failed;          // alloc_page() calls that returned NULL
+};
+PageAllocatorStats GetPageAllocatorStats();
+
+// True if `page` is one of our descriptors and is allocated (for hardening checks).
+bool PageIsAllocated(const struct page *page);
+
+// Slab caches ----------------------------------------------------------------------------------
+class KmemCache;
+
+}  // namespace kc
+
+struct kmem_cache;
+// size: object size (rounded up to align, at least 8). align: power of two <= 4096 (0: 8).
+struct kmem_cache *kmem_cache_create(const char *name, size_t size, size_t align);
+// WARNs with the count if objects are still allocated, then frees the cache and every slab.
+void kmem_cache_destroy(struct kmem_cache *cache);
+void *kmem_cache_alloc(struct kmem_cache *cache, gfp_t gfp);  // NULL on failure
+void *kmem_cache_zalloc(struct kmem_cache *cache, gfp_t gfp);
+// Freeing something that is not a live object of this cache WARNs and does nothing.
+void kmem_cache_free(struct kmem_cache *cache, void *obj);
+// O(1), no dereference of obj: is obj a live (allocated) object of this cache?
+bool kmem_cache_owns(const struct kmem_cache *cache, const void *obj);
+unsigned long kmem_cache_objects_in_use(const struct kmem_cache *cache);
+size_t kmem_cache_size(const struct kmem_cache *cache);
+
+#endif  // ZPOOL_KERNEL_PAGE_H_

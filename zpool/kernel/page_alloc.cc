@@ -1,0 +1,231 @@
+// The page allocator: alloc_page, __free_page, virt_to_page, page_address.
+//
+// Region layout (kRegionSize bytes, aligned to it):
+//   [PageRegion header: magic, descriptor array][data page][data page]...
+// The header occupies the first kHeaderPages pages; their descriptors exist but are never handed
+// out, and virt_to_page() of an address inside the header returns NULL.
+#include <sys/mman.h>
+
+#include <cstring>
+#include <mutex>
+#include <new>
+
+#include "zpool/kernel/kernel.h"
+#include "zpool/kernel/page.h"
+#include "zpool/kernel/region.h"
+#include "zpool/kernel/sanitizer.h"
+#include "zpool/kernel/sched.h"
+
+namespace kc {
+
+namespace {
+
+using internal::RegionKind;
+
+constexpr uint64_t kPageRegionMagic = 0x7a706f6f6c706731ULL;  // "zpoolpg1"
+
+struct PageRegion {
+  uint64_t magic;
+  struct page descs[kPagesPerRegion];
+};
+
+constexpr unsigned long kHeaderPages = (sizeof(PageRegion) + PAGE_SIZE - 1) / PAGE_SIZE;
+static_assert(kHeaderPages < kPagesPerRegion / 2, "descriptor array too large for a region");
+
+struct PageAllocator {
+  std::mutex mu;
+  struct page *cached = nullptr;    // free, data resident (LIFO)
+  struct page *released = nullptr;  // free, data returned to the OS (LIFO)
+  PageRegion *carving = nullptr;    // region with never-used pages left
+  unsigned long next_fresh = 0;     // next never-used index in `carving`
+  unsigned long nr_cached = 0;
+  unsigned long nr_released = 0;
+  unsigned long regions = 0;
+};
+
+PageAllocator &allocator() {
+  static PageAllocator *a = new PageAllocator();  // never destroyed
+  return *a;
+}
+
+std::atomic<unsigned long> g_in_use{0};
+std::atomic<unsigned long> g_allocs{0};
+std::atomic<unsigned long> g_frees{0};
+std::atomic<unsigned long> g_failed{0};
+
+PageRegion *RegionOfDescriptor(const struct page *page) {
+  if (internal::RegionKindOf(page) != RegionKind::kPages) return nullptr;
+  auto *region = reinterpret_cast<PageRegion *>(internal::RegionBase(page));
+  auto offset = reinterpret_cast<uintptr_t>(page) - reinterpret_cast<uintptr_t>(region->descs);
+  if (reinterpret_cast<uintptr_t>(page) < reinterpret_cast<uintptr_t>(region->descs) ||
+      offset % sizeof(struct page) != 0 || offset / sizeof(struct page) < kHeaderPages ||
+      offset / sizeof(struct page) >= kPagesPerRegion)
+    return nullptr;
+  return region;
+}
+
+void *AddressOf(PageRegion *region, const struct page *page) {
+  auto index = static_cast<unsigned long>(page - region->descs);
+  return reinterpret_cast<char *>(region) + (index << PAGE_SHIFT);
+}
+
+PageRegion *NewRegion() {
+  void *mem = internal::MapRegion(RegionKind::kPages);
+  auto *region = static_cast<PageRegion *>(mem);
+  region->magic = kPageRegionMagic;
+  for (unsigned long i = 0; i < kPagesPerRegion; i++) new (&region->descs[i]) struct page();
+  // Data pages are untouched until handed out; under ASan they start poisoned.
+  asan_poison(reinterpret_cast<char *>(mem) + kHeaderPages * PAGE_SIZE,
+              (kPagesPerRegion - kHeaderPages) * PAGE_SIZE);
+  return region;
+}
+
+void ResetOwnerFields(struct page *page) {
+  page->flags = 0;
+  page->private_ = 0;
+  page->owner = nullptr;
+  page->zspage = nullptr;
+  page->next = nullptr;
+  page->first_obj_offset = 0;
+  page->index = 0;
+}
+
+// Takes a free page (cached first, then released, then never used). Sets *zeroed when the
+// page's data is known to be zero. REQUIRES: a.mu held.
+struct page *TakeFreePage(PageAllocator &a, bool *zeroed) {
+  if (a.cached != nullptr) {
+    struct page *page = a.cached;
+    a.cached = page->kc_free_next;
+    a.nr_cached--;
+    *zeroed = false;
+    return page;
+  }
+  if (a.released != nullptr) {
+    struct page *page = a.released;
+    a.released = page->kc_free_next;
+    a.nr_released--;
+    *zeroed = true;  // MADV_DONTNEED on private anonymous memory: zero on next touch
+    return page;
+  }
+  if (a.carving == nullptr || a.next_fresh == kPagesPerRegion) {
+    a.carving = NewRegion();
+    a.next_fresh = kHeaderPages;
+    a.regions++;
+  }
+  *zeroed = true;
+  return &a.carving->descs[a.next_fresh++];
+}
+
+}  // namespace
+
+PageAllocatorStats GetPageAllocatorStats() {
+  PageAllocator &a = allocator();
+  std::lock_guard<std::mutex> guard(a.mu);
+  return PageAllocatorStats{a.regions,
+                            g_in_use.load(),
+                            a.nr_cached,
+                            a.nr_released,
+                            g_allocs.load(),
+                            g_frees.load(),
+                            g_failed.load()};
+}
+
+bool PageIsAllocated(const struct page *page) {
+  return RegionOfDescriptor(page) != nullptr &&
+         page->kc_state.load(std::memory_order_acquire) == kPageAllocated;
+}
+
+}  // namespace kc
+
+using kc::allocator;
+
+struct page *alloc_page(gfp_t gfp) {
+  kc::sched_point(kc::SchedEvent::kAlloc);
+  might_sleep_if(gfpflags_allow_blocking(gfp));
+  if (kc::internal::ShouldFailAlloc()) {
+    kc::g_failed.fetch_add(1, std::memory_order_relaxed);
+    if (!(gfp & __GFP_NOWARN)) pr_warn("alloc_page: page allocation failure (injected)\n");
+    return nullptr;
+  }
+  kc::PageAllocator &a = allocator();
+  struct page *page;
+  bool zeroed;
+  {
+    std::lock_guard<std::mutex> guard(a.mu);
+    page = kc::TakeFreePage(a, &zeroed);
+  }
+  kc::ResetOwnerFields(page);
+  page->kc_free_next = nullptr;
+  page->kc_released = false;
+  page->kc_state.store(kc::kPageAllocated, std::memory_order_release);
+  kc::g_in_use.fetch_add(1, std::memory_order_relaxed);
+  kc::g_allocs.fetch_add(1, std::memory_order_relaxed);
+
+  void *addr = kc::AddressOf(kc::RegionOfDescriptor(page), page);
+  kc::asan_unpoison(addr, PAGE_SIZE);
+  if (gfp & __GFP_ZERO) {
+    if (!zeroed) memset(addr, 0, PAGE_SIZE);
+    kc::msan_mark_initialized(addr, PAGE_SIZE);
+  } else {
+    kc::msan_mark_uninitialized(addr, PAGE_SIZE);
+  }
+  return page;
+}
+
+void __free_page(struct page *page) {
+  if (WARN(page == nullptr, "__free_page(NULL)")) return;
+  kc::PageRegion *region = kc::RegionOfDescriptor(page);
+  if (WARN(region == nullptr, "__free_page(%p): not a page descriptor of this allocator",
+           static_cast<void *>(page)))
+    return;
+  unsigned char expected = kc::kPageAllocated;
+  if (WARN(!page->kc_state.compare_exchange_strong(expected, kc::kPageFree,
+                                                   std::memory_order_acq_rel),
+           "__free_page(%p): page at %p is already free (double free)", static_cast<void *>(page),
+           kc::AddressOf(region, page)))
+    return;
+  WARN_ONCE(page->linked(), "__free_page(%p): page is still on a list of its owner",
+            static_cast<void *>(page));
+  kc::ResetOwnerFields(page);
+  void *addr = kc::AddressOf(region, page);
+  kc::asan_poison(addr, PAGE_SIZE);
+  kc::g_in_use.fetch_sub(1, std::memory_order_relaxed);
+  kc::g_frees.fetch_add(1, std::memory_order_relaxed);
+
+  kc::PageAllocator &a = allocator();
+  {
+    std::lock_guard<std::mutex> guard(a.mu);
+    if (a.nr_cached < kc::kPageCacheMax) {
+      page->kc_free_next = a.cached;
+      a.cached = page;
+      a.nr_cached++;
+      return;
+    }
+  }
+  // Past the cache threshold: give the memory back to the OS, keep the descriptor for reuse.
+  madvise(addr, PAGE_SIZE, MADV_DONTNEED);
+  page->kc_released = true;
+  std::lock_guard<std::mutex> guard(a.mu);
+  page->kc_free_next = a.released;
+  a.released = page;
+  a.nr_released++;
+}
+
+void *page_address(const struct page *page) {
+  kc::PageRegion *region = kc::RegionOfDescriptor(page);
+  if (WARN(region == nullptr, "page_address(%p): not a page descriptor",
+           static_cast<const void *>(page)))
+    return nullptr;
+  return kc::AddressOf(region, page);
+}
+
+struct page *virt_to_page(const void *addr) {
+  if (kc::internal::RegionKindOf(addr) != kc::internal::RegionKind::kPages) return nullptr;
+  auto *region = reinterpret_cast<kc::PageRegion *>(kc::internal::RegionBase(addr));
+  unsigned long index = (reinterpret_cast<uintptr_t>(addr) - reinterpret_cast<uintptr_t>(region))
+                        >> PAGE_SHIFT;
+  if (index < kc::kHeaderPages) return nullptr;
+  return &region->descs[index];
+}
+
+unsigned long kc_pages_in_use(void) { return kc::g_in_use.load(std::memory_order_relaxed); }

@@ -1,0 +1,100 @@
+// Regions, the region table and fault injection.
+#include "zpool/kernel/region.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+namespace kc::internal {
+
+namespace {
+
+// Region number = address >> kRegionShift, over a 48-bit address space: 24 bits, split 12/12.
+constexpr unsigned kAddressBits = 48;
+constexpr unsigned kIndexBits = kAddressBits - kRegionShift;
+constexpr unsigned kLeafBits = 12;
+constexpr unsigned kRootBits = kIndexBits - kLeafBits;
+
+struct Leaf {
+  std::atomic<RegionKind> kind[1u << kLeafBits];
+};
+std::atomic<Leaf *> g_root[1u << kRootBits];
+
+std::atomic<unsigned long> g_fail_countdown{0};
+std::atomic<unsigned long> g_meta_in_use{0};
+
+void SetKind(uintptr_t base, RegionKind kind) {
+  uintptr_t index = base >> kRegionShift;
+  BUG_ON(index >> kIndexBits);
+  std::atomic<Leaf *> &slot = g_root[index >> kLeafBits];
+  Leaf *leaf = slot.load(std::memory_order_acquire);
+  if (leaf == nullptr) {
+    void *mem = mmap(nullptr, sizeof(Leaf), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    BUG_ON(mem == MAP_FAILED);
+    Leaf *fresh = new (mem) Leaf();
+    if (slot.compare_exchange_strong(leaf, fresh, std::memory_order_acq_rel)) {
+      leaf = fresh;
+    } else {
+      munmap(mem, sizeof(Leaf));
+    }
+  }
+  leaf->kind[index & ((1u << kLeafBits) - 1)].store(kind, std::memory_order_release);
+}
+
+}  // namespace
+
+void *MapRegion(RegionKind kind) {
+  // Over-map by one region and trim, so the region is aligned to its size.
+  size_t span = 2 * kRegionSize;
+  void *raw = mmap(nullptr, span, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
+    pr_err("zpool: mmap of a %lu MiB region failed: %s\n", kRegionSize >> 20, strerror(errno));
+    BUG();
+  }
+  uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  uintptr_t base = (start + kRegionSize - 1) & ~(kRegionSize - 1);
+  if (base > start) munmap(raw, base - start);
+  uintptr_t end = start + span;
+  if (end > base + kRegionSize) munmap(reinterpret_cast<void *>(base + kRegionSize),
+                                       end - (base + kRegionSize));
+  SetKind(base, kind);
+  return reinterpret_cast<void *>(base);
+}
+
+RegionKind RegionKindOf(const void *addr) {
+  uintptr_t index = reinterpret_cast<uintptr_t>(addr) >> kRegionShift;
+  if (index >> kIndexBits) return RegionKind::kNone;
+  Leaf *leaf = g_root[index >> kLeafBits].load(std::memory_order_acquire);
+  if (leaf == nullptr) return RegionKind::kNone;
+  return leaf->kind[index & ((1u << kLeafBits) - 1)].load(std::memory_order_acquire);
+}
+
+bool ShouldFailAlloc() {
+  unsigned long left = g_fail_countdown.load(std::memory_order_relaxed);
+  while (left != 0) {
+    if (g_fail_countdown.compare_exchange_weak(left, left - 1, std::memory_order_acq_rel))
+      return left == 1;
+  }
+  return false;
+}
+
+void MetaAllocated() { g_meta_in_use.fetch_add(1, std::memory_order_relaxed); }
+void MetaFreed() { g_meta_in_use.fetch_sub(1, std::memory_order_relaxed); }
+
+}  // namespace kc::internal
+
+void kc_fail_nth_alloc(unsigned long nth) {
+  kc::internal::g_fail_countdown.store(nth, std::memory_order_release);
+}
+
+unsigned long kc_fail_nth_pending(void) {
+  return kc::internal::g_fail_countdown.load(std::memory_order_acquire);
+}
+
+unsigned long kc_meta_in_use(void) {
+  return kc::internal::g_meta_in_use.load(std::memory_order_relaxed);
+}

@@ -1,0 +1,54 @@
+// Scheduling points and the wait loop.
+#include "zpool/kernel/sched.h"
+
+#include <sched.h>
+#include <time.h>
+
+namespace kc {
+
+namespace internal {
+std::atomic<SchedHook> g_sched_hook{nullptr};
+}
+
+const char *SchedEventName(SchedEvent event) {
+  switch (event) {
+    case SchedEvent::kLockAcquire:
+      return "lock-acquire";
+    case SchedEvent::kLockRelease:
+      return "lock-release";
+    case SchedEvent::kPreemptDisable:
+      return "preempt-disable";
+    case SchedEvent::kPreemptEnable:
+      return "preempt-enable";
+    case SchedEvent::kAlloc:
+      return "alloc";
+    case SchedEvent::kWait:
+      return "wait";
+    case SchedEvent::kYield:
+      return "yield";
+  }
+  return "?";
+}
+
+SchedHook SetSchedHook(SchedHook hook) {
+  return internal::g_sched_hook.exchange(hook, std::memory_order_acq_rel);
+}
+
+void WaitSpin(unsigned &spins, const void *obj) {
+  if (SchedHook hook = internal::g_sched_hook.load(std::memory_order_acquire)) {
+    hook(SchedEvent::kWait, obj);
+    return;
+  }
+  ++spins;
+  if (spins < 64) {
+    __builtin_ia32_pause();
+  } else if (spins < 2048) {
+    sched_yield();
+  } else {
+    // A long wait (e.g. a mapping held across a slow operation): stop burning the CPU.
+    struct timespec ts = {0, 50 * 1000};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+}  // namespace kc
