@@ -35,7 +35,7 @@ namespace kc {
 class DeterministicScheduler {
  public:
   static constexpr uint8_t kStayThreshold = 128;
-  static constexpr int kMaxWaitRounds = 100000;
+  static constexpr int kMaxWaitRounds = 10000;
 
   explicit DeterministicScheduler(std::span<const uint8_t> decisions);
   ~DeterministicScheduler();

@@ -151,7 +151,7 @@ bool kc_warn_report(const char *file, int line, const char *func, const char *co
                     const char *fmt, ...) {
   // The stack is captured here, starting at the frame that invoked WARN*.
   const void *caller = __builtin_return_address(0);
-  char message[768];
+  char message[6144];
   if (fmt != nullptr) {
     va_list ap;
     va_start(ap, fmt);
@@ -162,7 +162,7 @@ bool kc_warn_report(const char *file, int line, const char *func, const char *co
   } else {
     snprintf(message, sizeof(message), "WARN_ON(%s)", cond);
   }
-  char headline[1024];
+  char headline[6400];
   snprintf(headline, sizeof(headline), "WARNING: CPU: %d PID: %d at %s:%d %s: %s",
            kc_current_cpu(), static_cast<int>(kc::CurrentTid()), file, line, func, message);
 
