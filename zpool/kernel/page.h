@@ -75,6 +75,12 @@ struct PageAllocatorStats {
 };
 PageAllocatorStats GetPageAllocatorStats();
 
+// Fills the page cache with `pages` free pages and the slab supply with `slabs` free slabs, so a
+// fuzz harness's first input takes the same code paths as every later one (a fresh region would
+// otherwise be carved only on the first run of an input: AFL++ counts that as instability).
+// Not counted against fault injection.
+void PrewarmForFuzzing(unsigned long pages, unsigned long slabs);
+
 // True if `page` is one of our descriptors and is allocated (for hardening checks).
 bool PageIsAllocated(const struct page *page);
 

@@ -130,6 +130,36 @@ PageAllocatorStats GetPageAllocatorStats() {
                             g_failed.load()};
 }
 
+namespace internal {
+void PrewarmSlabs(unsigned long slabs);  // slab.cc
+}
+
+void PrewarmForFuzzing(unsigned long pages, unsigned long slabs) {
+  PageAllocator &a = allocator();
+  {
+    std::lock_guard<std::mutex> guard(a.mu);
+    while (a.nr_cached < pages && a.nr_cached < kPageCacheMax) {
+      bool zeroed;
+      struct page *page;
+      if (a.released != nullptr) {
+        page = TakeFreePage(a, &zeroed);
+      } else {
+        // Never-used pages only: cached pages are already where they should be.
+        if (a.carving == nullptr || a.next_fresh == kPagesPerRegion) {
+          a.carving = NewRegion();
+          a.next_fresh = kHeaderPages;
+          a.regions++;
+        }
+        page = &a.carving->descs[a.next_fresh++];
+      }
+      page->kc_free_next = a.cached;
+      a.cached = page;
+      a.nr_cached++;
+    }
+  }
+  internal::PrewarmSlabs(slabs);
+}
+
 bool PageIsAllocated(const struct page *page) {
   return RegionOfDescriptor(page) != nullptr &&
          page->kc_state.load(std::memory_order_acquire) == kPageAllocated;

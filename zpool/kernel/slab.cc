@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <vector>
 
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/list.h"
@@ -112,6 +113,22 @@ SlabDesc *SlabOf(const void *obj) {
 }
 
 }  // namespace
+
+namespace internal {
+void PrewarmSlabs(unsigned long slabs) {
+  std::vector<SlabDesc *> taken;
+  {
+    SlabSupply &s = supply();
+    std::lock_guard<std::mutex> guard(s.mu);
+    unsigned long have = 0;
+    for (SlabDesc *d = s.free; d != nullptr; d = d->free_next) have++;
+    if (have >= slabs) return;
+  }
+  for (unsigned long i = 0; i < slabs; i++) taken.push_back(GetSlab());
+  for (SlabDesc *desc : taken) PutSlab(desc);
+}
+}  // namespace internal
+
 }  // namespace kc
 
 struct kmem_cache {
