@@ -54,7 +54,11 @@ def run(argv, *, cwd=None, env=None, check=True, capture=False, step=None, quiet
     if check and proc.returncode != 0:
         detail = ""
         if log_path:
-            detail = f" (log: {log_path})\n" + tail_of(log_path, 15)
+            # Context first, then the one-line cause (printed last by the CLI).
+            print(f"zfuzz: last lines of {log_path}:", file=sys.stderr)
+            for line in tail_of(log_path, 15).splitlines():
+                print("  | " + line, file=sys.stderr)
+            detail = f" (log: {log_path})"
         elif capture:
             detail = ": " + last_line(proc.stderr or proc.stdout)
         raise ZfuzzError(f"{what} failed with exit code {proc.returncode}{detail}")

@@ -74,9 +74,10 @@ def install_packages():
         return
     say("step packages: installing %s" % " ".join(missing))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run(_privileged(["apt-get", "update"]), env=env, step="step packages (apt-get update)")
-    run(_privileged(["apt-get", "install", "-y", "--no-install-recommends"] + missing), env=env,
-        step="step packages (apt-get install)")
+    run(_privileged(["apt-get", "update"]), env=env, step="step packages (apt-get update)",
+        capture=True)
+    run(_privileged(["apt-get", "install", "-y"] + missing), env=env,
+        step="step packages (apt-get install)", capture=True)
     still = missing_packages(missing)
     if still:
         raise ZfuzzError("step packages: still missing after apt-get install: " + " ".join(still))
