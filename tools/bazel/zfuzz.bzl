@@ -60,7 +60,8 @@ def _suffixes(variants):
     return [""] + ["_" + v for v in variants]
 
 def _map_deps(deps, suffix):
-    return [d + suffix for d in deps]
+    # "//pkg/name" is short for "//pkg/name:name"; the suffix goes on the target name.
+    return [(d if ":" in d else d + ":" + d.split("/")[-1]) + suffix for d in deps]
 
 def zfuzz_cc_library(
         name,

@@ -39,7 +39,7 @@ bool spinlock_t::trylock() {
       locked_.exchange(1, std::memory_order_acquire) != 0)
     return false;
   kc::internal::PreemptCountInc();
-  kc::lockdep::Acquire(*cls_, this, Mode::kExclusive);
+  kc::lockdep::AcquireTrylock(*cls_, this, Mode::kExclusive);
   owner_.store(Me(), std::memory_order_relaxed);
   return true;
 }
@@ -94,7 +94,7 @@ bool rwlock_t::read_trylock() {
       !state_.compare_exchange_strong(s, s + 1, std::memory_order_acquire))
     return false;
   kc::internal::PreemptCountInc();
-  kc::lockdep::Acquire(*cls_, this, Mode::kShared);
+  kc::lockdep::AcquireTrylock(*cls_, this, Mode::kShared);
   return true;
 }
 
@@ -134,7 +134,7 @@ bool rwlock_t::write_trylock() {
   uint32_t expected = 0;
   if (!state_.compare_exchange_strong(expected, kWriter, std::memory_order_acquire)) return false;
   kc::internal::PreemptCountInc();
-  kc::lockdep::Acquire(*cls_, this, Mode::kExclusive);
+  kc::lockdep::AcquireTrylock(*cls_, this, Mode::kExclusive);
   writer_.store(Me(), std::memory_order_relaxed);
   return true;
 }
@@ -181,7 +181,7 @@ bool mutex::trylock() {
   kc::sched_point(SchedEvent::kLockAcquire, this);
   uint32_t expected = 0;
   if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire)) return false;
-  kc::lockdep::Acquire(*cls_, this, Mode::kExclusive);
+  kc::lockdep::AcquireTrylock(*cls_, this, Mode::kExclusive);
   owner_.store(Me(), std::memory_order_relaxed);
   return true;
 }

@@ -53,6 +53,10 @@ enum class Mode : unsigned char { kExclusive, kShared };
 
 // Called before a lock is taken (so an inversion is reported before it can deadlock).
 void Acquire(const LockClass &cls, const void *lock, Mode mode);
+// A successful trylock: joins this thread's held locks (later acquisitions record edges from it)
+// but records no edge itself, as in the kernel: a trylock never waits, so it cannot close a
+// deadlock cycle.
+void AcquireTrylock(const LockClass &cls, const void *lock, Mode mode);
 // Called after a lock was released. Returns false (after a WARN) if this thread does not hold it.
 bool Release(const void *lock);
 // Whether this thread holds `lock`.

@@ -330,6 +330,29 @@ TEST_F(LockTest, InversionAbortsUnderAbortPolicy) {
       "possible circular locking dependency detected");
 }
 
+TEST_F(LockTest, TrylockRecordsNoOrderButLaterLocksOrderAfterIt) {
+  spinlock_t a(class_a), b(class_b), c(class_c);
+  spin_lock(&b);
+  ASSERT_TRUE(spin_trylock(&a));  // B then A, but a trylock never waits: no edge
+  spin_unlock(&a);
+  spin_unlock(&b);
+  spin_lock(&a);
+  spin_lock(&b);  // A then B: no inversion with the trylock above
+  spin_unlock(&b);
+  spin_unlock(&a);
+  EXPECT_EQ(kc_warn_count(), 0u);
+  // A lock taken while a trylocked one is held does record its order.
+  ASSERT_TRUE(spin_trylock(&c));
+  spin_lock(&a);  // C then A
+  spin_unlock(&a);
+  spin_unlock(&c);
+  spin_lock(&a);
+  spin_lock(&c);  // A then C: inversion
+  spin_unlock(&c);
+  spin_unlock(&a);
+  EXPECT_EQ(kc_warn_count(), 1u);
+}
+
 TEST_F(LockTest, OrderIsForgottenByResetForTest) {
   spinlock_t a(class_a), b(class_b);
   spin_lock(&a);

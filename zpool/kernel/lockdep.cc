@@ -145,6 +145,19 @@ void Acquire(const LockClass &cls, const void *lock, Mode mode) {
   t_held[t_depth++] = Held{&cls, lock, mode};
 }
 
+// A successful trylock: joins this thread's held locks (so later acquisitions record edges from
+// it) but records no edge itself, as in the kernel's lockdep ("trylock can be done in any order":
+// it never waits, so it cannot close a deadlock cycle).
+void AcquireTrylock(const LockClass &cls, const void *lock, Mode mode) {
+  if (t_depth >= kMaxHeldLocks) {
+    WARN_ONCE(true, "lockdep: more than %d locks held; not tracking %s", kMaxHeldLocks,
+              cls.name());
+    t_overflow++;
+    return;
+  }
+  t_held[t_depth++] = Held{&cls, lock, mode};
+}
+
 bool Release(const void *lock) {
   for (int i = t_depth - 1; i >= 0; i--) {
     if (t_held[i].lock == lock) {
