@@ -14,10 +14,28 @@ def zsmalloc_targets():
         visibility = ["//visibility:public"],
     )
 
+    # The class table, accounting, mapping, compaction, concurrency, fault injection.
     zfuzz_cc_test(
         name = "zsmalloc_test",
         size = "medium",
         srcs = ["zsmalloc_test.cc"],
         deps = ["@com_google_googletest//:gtest_main"],
-        variant_deps = [":zsmalloc"],
+        variant_deps = [
+            ":misuse",
+            ":zsmalloc",
+            "//zpool/kernel",
+        ],
+    )
+
+    # The hardening catalogue (docs/hardening.md) and the sanitizer-aware memory.
+    zfuzz_cc_test(
+        name = "zsmalloc_hardening_test",
+        size = "medium",
+        srcs = ["zsmalloc_hardening_test.cc"],
+        deps = ["@com_google_googletest//:gtest_main"],
+        variant_deps = [
+            ":misuse",
+            ":zsmalloc",
+            "//zpool/kernel",
+        ],
     )

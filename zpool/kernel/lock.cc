@@ -89,10 +89,12 @@ void rwlock_t::read_lock() {
 
 bool rwlock_t::read_trylock() {
   kc::sched_point(SchedEvent::kLockAcquire, this);
+  // Fails only for a writer (holding or waiting), as the kernel's: a CAS lost to another reader
+  // is retried.
   uint32_t s = state_.load(std::memory_order_relaxed);
-  if ((s & kWriter) != 0 || writers_waiting_.load(std::memory_order_relaxed) != 0 ||
-      !state_.compare_exchange_strong(s, s + 1, std::memory_order_acquire))
-    return false;
+  do {
+    if ((s & kWriter) != 0 || writers_waiting_.load(std::memory_order_relaxed) != 0) return false;
+  } while (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire));
   kc::internal::PreemptCountInc();
   kc::lockdep::AcquireTrylock(*cls_, this, Mode::kShared);
   return true;
