@@ -1,6 +1,11 @@
 // Regions, the region table and fault injection.
 #include "zpool/kernel/region.h"
 
+#include "zpool/kernel/sanitizer.h"
+#if defined(KC_ASAN)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -62,6 +67,12 @@ void *MapRegion(RegionKind kind) {
   if (end > base + kRegionSize) munmap(reinterpret_cast<void *>(base + kRegionSize),
                                        end - (base + kRegionSize));
   SetKind(base, kind);
+#if defined(KC_ASAN)
+  // Slab objects (pool structs, zspages, handles) point to malloc'd memory; LeakSanitizer does
+  // not scan mmap'd memory unless told to, and would report everything a live pool owns.
+  if (kind == RegionKind::kSlabs)
+    __lsan_register_root_region(reinterpret_cast<void *>(base), kRegionSize);
+#endif
   return reinterpret_cast<void *>(base);
 }
 
