@@ -143,7 +143,7 @@ def concurrent_seeds():
     return seeds
 
 
-# ---- zpool_lifecycle_fuzz: ops 0..10 with their arguments (see LLVMFuzzerTestOneInput).
+# ---- zpool_lifecycle_fuzz: ops 0..11 with their arguments (see LLVMFuzzerTestOneInput).
 def lifecycle_seeds():
     scripts = {
         "register-create-busy-unregister":
@@ -156,13 +156,16 @@ def lifecycle_seeds():
         "double-register-and-impostor": [(0, [2]), (0, [2]), (10, [False]), (1, [2])],
         "negative-refcount": [(0, [0]), (10, [True, 0]), (1, [0])],
         "threads": [(0, [1]), (9, [1, 8]), (9, [2, 4]), (2, [3]), (1, [1]), (4, [0])],
+        "failed-creates": [(0, [0]), (0, [1])] + [(11, [c, n]) for c in (0, 1, 2, 3)
+                                                   for n in (1, 2, 3, 5)]
+                          + [(1, [0]), (1, [1])],
     }
     seeds = []
     for name, ops in scripts.items():
         e = fdp.Encoder()
         pools = 0
         for op, args in ops:
-            e.int(op, 0, 10)
+            e.int(op, 0, 11)
             if op in (0, 1, 5, 6):
                 e.int(args[0], 0, 2)
             elif op in (2, 3):
@@ -179,6 +182,8 @@ def lifecycle_seeds():
                     e.int(size, 1, 3000)
             elif op == 9:
                 e.int(args[0], 0, 2).int(args[1], 1, 8)
+            elif op == 11:
+                e.int(args[0], 0, 4).int(args[1], 1, 8)
             elif op == 10:
                 e.bool(args[0])
                 if args[0]:

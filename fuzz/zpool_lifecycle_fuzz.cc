@@ -151,14 +151,22 @@ const char *TypeName(int driver) {
   return driver == -1 ? "zbud" : driver == -2 ? "zsmalloc" : kCustomTypes[driver];
 }
 
-void Create(Model &m, int choice) {
+// fail_nth > 0: the create runs with kc_fail_nth_alloc(fail_nth) armed; if that failure fires
+// inside it, the create must fail and give back everything it took (the driver reference
+// included: the teardown and the unregister/unload answers check that).
+void Create(Model &m, int choice, unsigned long fail_nth = 0) {
   // choice: 0 zbud, 1 zsmalloc, 2..4 custom0..2, 5 an unknown type
   int driver = choice == 0 ? -1 : choice == 1 ? -2 : choice <= 4 ? choice - 2 : 99;
   const char *type = driver == 99 ? "no-such-type" : TypeName(driver);
-  struct zpool *pool = zpool_create_pool(type, "lifecycle", GFP_KERNEL, nullptr);
+  if (fail_nth && Tracing()) TraceLine("kc_fail_nth_alloc(%lu)", fail_nth);
+  kc_fail_nth_alloc(fail_nth);
+  struct zpool *pool = zpool_create_pool(type, "lifecycle", GFP_KERNEL | __GFP_NOWARN, nullptr);
+  bool fired = fail_nth > 0 && kc_fail_nth_pending() == 0;
+  kc_fail_nth_alloc(0);
   if (Tracing()) TraceLine("p%zu = zpool_create_pool(\"%s\", \"lifecycle\", GFP_KERNEL, NULL)%s",
                            m.pools.size(), type, pool ? "" : " = NULL");
   bool expect = driver < 0 || (driver < kCustom && m.registered[driver] && !m.going[driver]);
+  if (fired) expect = false;
   ZFUZZ_CHECK((pool != nullptr) == expect, "create of type %s returned %s, expected %s", type,
         pool ? "a pool" : "NULL", expect ? "a pool" : "NULL");
   if (pool) m.pools.push_back({pool, driver, {}});
@@ -311,7 +319,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const unsigned long pages_before = kc_pages_in_use(), meta_before = kc_meta_in_use();
   Model m;
   for (int op = 0; op < 64 && in.remaining_bytes() > 0; op++) {
-    switch (in.ConsumeIntegralInRange<int>(0, 10)) {
+    switch (in.ConsumeIntegralInRange<int>(0, 11)) {
       case 0:
         Register(m, in.ConsumeIntegralInRange<int>(0, kCustom - 1));
         break;
@@ -341,6 +349,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       case 9: {
         int i = in.ConsumeIntegralInRange<int>(0, kCustom - 1);
         Threads(m, i, in.ConsumeIntegralInRange<int>(1, 8));
+        break;
+      }
+      case 11: {  // a create with an allocation failure injected inside it
+        int choice = in.ConsumeIntegralInRange<int>(0, 4);
+        unsigned long nth = in.ConsumeIntegralInRange<unsigned long>(1, 8);
+        Create(m, choice, nth);
         break;
       }
       case 10:

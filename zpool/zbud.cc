@@ -121,6 +121,7 @@
 #include "zpool/kernel/percpu_ref.h"
 #include "zpool/kernel/sanitizer.h"
 #include "zpool/kernel/thread_annotations.h"
+#include "zpool/inject.h"
 #include "zpool/misuse.h"
 
 namespace {
@@ -752,8 +753,9 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
       // the evicting thread's grace map, unless that thread freed the handle itself.
       if (zhdr->under_reclaim && zhdr->evicting == bud && zhdr->reclaimer == kc::CurrentTid())
         zhdr->size[bud] = 0;
-      if (!zhdr->under_reclaim) {
+      if (!zhdr->under_reclaim || kBugUnderReclaim) {  // (injected bug: zpool/inject.h)
         zhdr->size[bud] = 0;
+        if (listed == nullptr) listed = &BuddyListOf(pool, zhdr);
         ListRemove(pool, *listed, zhdr);
         if (zhdr->first_chunks == 0 && zhdr->last_chunks == 0) {
           ListRemove(pool, pool->lru, zhdr);

@@ -45,6 +45,7 @@
 #include "zpool/kernel/percpu_ref.h"
 #include "zpool/kernel/sched.h"
 #include "zpool/kernel/thread_annotations.h"
+#include "zpool/inject.h"
 #include "zpool/misuse.h"
 
 namespace zpool_internal {
@@ -371,7 +372,7 @@ struct zpool *zpool_create_pool(const char *type, const char *name, gfp_t gfp,
     pr_err("zpool: couldn't create %s pool\n", type);
     pool->~zpool();
     kmem_cache_free(r.pool_cache, pool);
-    PutDriver(driver);
+    if (!kBugCreateRefcount) PutDriver(driver);  // (injected bug: zpool/inject.h)
     return nullptr;
   }
   pool->evictable = driver->shrink != nullptr && ops != nullptr && ops->evict != nullptr;

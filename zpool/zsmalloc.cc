@@ -139,6 +139,7 @@
 #include "zpool/kernel/sanitizer.h"
 #include "zpool/kernel/sched.h"
 #include "zpool/kernel/thread_annotations.h"
+#include "zpool/inject.h"
 #include "zpool/misuse.h"
 
 #ifndef ZS_CONFIG_CHAIN_SIZE
@@ -595,6 +596,7 @@ void unlock_state(zs_handle *h, unsigned long s) {
 int get_size_class_index(size_t size) {
   unsigned long idx = 0;
   if (size > ZS_MIN_ALLOC_SIZE) idx = DIV_ROUND_UP(size - ZS_MIN_ALLOC_SIZE, ZS_SIZE_CLASS_DELTA);
+  if (kBugClassIndex && idx > 0) idx--;  // injected bug (zpool/inject.h): one class too small
   return static_cast<int>(idx < static_cast<unsigned long>(ZS_SIZE_CLASSES - 1)
                               ? idx
                               : static_cast<unsigned long>(ZS_SIZE_CLASSES - 1));
@@ -879,7 +881,10 @@ void zs_object_copy(const size_class *cls, unsigned long dst, unsigned long src)
 
 // Moves the live objects of src into dst until dst is full or src is empty.
 // REQUIRES: pool->lock for writing, cls->lock, src->lock for writing.
-void migrate_zspage(size_class *cls, zspage *src, zspage *dst) KC_REQUIRES(cls->lock) {
+// (With the injected compact_unlocked bug, the new locations go to *unrecorded instead.)
+void migrate_zspage(size_class *cls, zspage *src, zspage *dst,
+                    std::vector<std::pair<unsigned long, unsigned long>> *unrecorded)
+    KC_REQUIRES(cls->lock) {
   int obj_idx = 0;
   struct page *s_page = src->first_page;
   for (;;) {
@@ -894,7 +899,11 @@ void migrate_zspage(size_class *cls, zspage *src, zspage *dst) KC_REQUIRES(cls->
     unsigned long free_obj = obj_malloc(cls, dst, handle);
     zs_object_copy(cls, free_obj, used_obj);
     obj_idx++;
-    record_obj(handle, free_obj);
+    if (kBugCompactUnlocked) {
+      unrecorded->push_back({handle, free_obj});  // injected bug: recorded after unlocking
+    } else {
+      record_obj(handle, free_obj);
+    }
     obj_free(cls->size, used_obj);
     if (dst->inuse == static_cast<unsigned int>(cls->objs_per_zspage)) break;
     if (src->inuse == 0) break;
@@ -1032,8 +1041,19 @@ unsigned long __zs_compact(zs_pool *pool, size_class *cls) {
       src = nullptr;
       continue;
     }
-    migrate_zspage(cls, src, dst);
+    std::vector<std::pair<unsigned long, unsigned long>> unrecorded;
+    migrate_zspage(cls, src, dst, &unrecorded);
     write_unlock(&src->lock);
+    if (kBugCompactUnlocked && !unrecorded.empty()) {
+      // Injected bug (zpool/inject.h): the handles are rewritten with pool->lock dropped, so a
+      // map in between finds the old, freed slot.
+      spin_unlock(&cls->lock);
+      write_unlock(&pool->lock);
+      kc::sched_point(kc::SchedEvent::kYield);
+      for (auto [handle, obj] : unrecorded) record_obj(handle, obj);
+      write_lock(&pool->lock);
+      spin_lock(&cls->lock);
+    }
 
     int fg = putback_zspage(cls, src);
     if (fg == ZS_INUSE_RATIO_0) {
@@ -1510,7 +1530,8 @@ void zs_unmap_object(struct zs_pool *pool, unsigned long handle) KC_NO_THREAD_SA
   // free an emptied zspage with its lock): poison while both are held, release the zspage lock,
   // and drop the map count last, touching nothing after it.
   if (area.spanning) {
-    if (area.mm != ZS_MM_RO)  // copy back only what the user owns: the redzone stays intact
+    // Copy back only what the user owns: the redzone stays intact. (Injected bug: not for RW.)
+    if (kBugSpanCopyback ? area.mm == ZS_MM_WO : area.mm != ZS_MM_RO)
       span_copy_in(make_span(area.page, area.off + area.hdr, area.req), ret);
     kc::asan_poison(ret, area.req);
   } else if (kc::kAsan) {

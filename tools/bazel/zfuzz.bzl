@@ -43,6 +43,16 @@ _CHAIN_SELECT = select({
     "//conditions:default": [],
 })
 
+# --define=zfuzz_bug=<name> compiles one injected bug into the allocators (zpool/inject.h).
+ZFUZZ_BUG_DEFINES = select({
+    "//tools/bazel:bug_class_index": ["ZFUZZ_BUG_CLASS_INDEX=1"],
+    "//tools/bazel:bug_span_copyback": ["ZFUZZ_BUG_SPAN_COPYBACK=1"],
+    "//tools/bazel:bug_compact_unlocked": ["ZFUZZ_BUG_COMPACT_UNLOCKED=1"],
+    "//tools/bazel:bug_create_refcount": ["ZFUZZ_BUG_CREATE_REFCOUNT=1"],
+    "//tools/bazel:bug_under_reclaim": ["ZFUZZ_BUG_UNDER_RECLAIM=1"],
+    "//conditions:default": [],
+})
+
 # suffix -> (defines of that variant). Each variant fixes one dimension and keeps the other
 # selectable from the command line.
 VARIANTS = {
@@ -80,6 +90,7 @@ def zfuzz_cc_library(
                 deps = deps + _map_deps(variant_deps, suffix),
                 copts = ZFUZZ_COPTS + copts,
                 defines = VARIANTS[suffix] + defines,
+                local_defines = ZFUZZ_BUG_DEFINES,
                 visibility = visibility,
                 **kwargs
             )

@@ -120,6 +120,31 @@ TEST(DeterministicScheduler, ContendedLockHandsTheBatonToTheHolder) {
   EXPECT_GT(scheduler.points(), 4u);
 }
 
+TEST(DeterministicScheduler, WaitersDoNotStarveTheHolder) {
+  // Three threads take one lock and yield while holding it, under many schedules. When a
+  // waiter hands over the baton it must eventually reach the holder, never only the other
+  // waiter (before the fix, some of these schedules passed it between two waiters forever).
+  for (uint32_t seed = 1; seed <= 2000; seed++) {
+    spinlock_t lock(counter_class);
+    std::vector<uint8_t> bytes;
+    uint32_t x = seed * 2654435761u;
+    for (int i = 0; i < static_cast<int>(seed % 24); i++) {
+      x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+      bytes.push_back(static_cast<uint8_t>(x));
+    }
+    kc::DeterministicScheduler scheduler(bytes);
+    std::atomic<int> done{0};
+    auto body = [&] {
+      spin_lock(&lock);
+      for (int i = 0; i < 3; i++) kc::sched_point(kc::SchedEvent::kYield);
+      spin_unlock(&lock);
+      done++;
+    };
+    scheduler.Run({body, body, body, body});
+    ASSERT_EQ(done.load(), 4) << "seed " << seed;
+  }
+}
+
 // T0 takes A and is switched out at B's acquire point; T1 takes B and then waits for A; T0 then
 // waits for B: an ABBA deadlock that the scheduler must report instead of spinning forever.
 void RunAbbaDeadlock() {

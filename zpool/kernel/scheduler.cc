@@ -37,8 +37,17 @@ void DeterministicScheduler::Hook(SchedEvent event, const void *) {
 
 int DeterministicScheduler::PickLocked(int self, bool must_leave) {
   std::vector<int> candidates;
-  for (int i = 0; i < static_cast<int>(alive_.size()); i++)
-    if (alive_[i] && (!must_leave || i != self)) candidates.push_back(i);
+  // A thread that cannot progress hands over to one that can: waiting threads are candidates
+  // only when every other live thread waits too (else two waiters could pass the baton back and
+  // forth forever while the lock holder never runs).
+  if (must_leave) {
+    for (int i = 0; i < static_cast<int>(alive_.size()); i++)
+      if (alive_[i] && i != self && !waiting_[static_cast<size_t>(i)]) candidates.push_back(i);
+  }
+  if (candidates.empty()) {
+    for (int i = 0; i < static_cast<int>(alive_.size()); i++)
+      if (alive_[i] && (!must_leave || i != self)) candidates.push_back(i);
+  }
   if (candidates.empty()) return self;
   uint8_t byte;
   if (NextByte(&byte)) return candidates[byte % candidates.size()];
