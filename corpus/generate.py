@@ -114,12 +114,18 @@ def misuse_seeds():
 def concurrent_seeds():
     def stream(mallocs, sizes):
         e = fdp.Encoder()
+        e.int(1, 0, 7).int(12, 2, 24).int(sizes[0], 1, sizes_max)  # 12 objects of one size
         for i in range(mallocs):
-            e.int(0, 0, 4).int(sizes[i % len(sizes)], 1, 3968 if False else sizes_max).bool(i % 2)
+            e.int(0, 0, 7).int(sizes[i % len(sizes)], 1, sizes_max).bool(i % 2)
+        e.int(4, 0, 7)  # free every other
+        e.int(7, 0, 7)  # compact from this worker
+        e.int(6, 0, 7)  # yield: let compaction run
+        e.int(5, 0, 7)  # map every object RW
+        live = (12 + mallocs) // 2  # after freeing the even indexes
         for i in range(mallocs):
-            e.int(2, 0, 4).int(i, 0, mallocs - 1).int(i % 3, 0, 2).int(2, 0, 3)
-            e.int(4, 0, 4)
-        e.int(3, 0, 4).int(0, 0, mallocs - 1)
+            e.int(2, 0, 7).int(i % live, 0, live - 1).int(i % 3, 0, 2).int(2, 0, 3)
+            e.int(6, 0, 7)
+        e.int(3, 0, 7).int(0, 0, live - 1)
         return e.data()
 
     seeds = []
@@ -129,10 +135,10 @@ def concurrent_seeds():
                 e = fdp.Encoder().int(kind, 0, 3).bool(scheduled).int(len(cpus), 2, 4)
                 for cpu in cpus:
                     e.int(cpu, 0, 3)
-                e.int(3, 0, 6)
+                e.int(12, 0, 16)
                 parts = []
                 for t in range(len(cpus)):
-                    data = stream(4 + t, [3000 - 700 * t, 120 + 40 * t, 2100])
+                    data = stream(4 + t, [500 + 300 * t, 3000 - 700 * t, 120 + 40 * t])
                     e.int(min(len(data), 96), 0, 96)
                     parts.append(data[:96])
                 for data in parts:
@@ -140,6 +146,28 @@ def concurrent_seeds():
                 e.remaining(bytes((i * 37 + 129) & 0xFF for i in range(64)))
                 seeds.append((f"concurrent-k{kind}-s{int(scheduled)}-{''.join(map(str, cpus))}",
                               e.data()))
+    # Compaction racing maps of the objects it moves: worker 0 fragments a class and compacts
+    # it while worker 1, with objects of the same class, maps all of them RW again and again;
+    # the scheduler switches at most points (decisions 0x80/0x81 pick a thread, 0x10 stays).
+    def compaction_stream(count, compact, rounds):
+        e = fdp.Encoder().int(1, 0, 7).int(count, 2, 24).int(500, 1, 4096).int(4, 0, 7)
+        if compact:
+            e.int(7, 0, 7)
+        for _ in range(rounds):
+            e.int(5, 0, 7)
+        return e.data()
+
+    rng = random.Random("compaction-races")
+    for k in range(12):
+        e = fdp.Encoder().int(0, 0, 3).bool(True).int(2, 2, 4).int(0, 0, 3).int(1, 0, 3)
+        e.int(0, 0, 16)
+        parts = [compaction_stream(16, True, 1), compaction_stream(12, False, 6)]
+        for data in parts:
+            e.int(len(data), 0, 96)
+        for data in parts:
+            e.bytes(data)
+        e.remaining(bytes(rng.choice([0x80, 0x81, 0x10]) for _ in range(rng.randrange(200, 2000))))
+        seeds.append((f"concurrent-compaction-race-{k}", e.data()))
     return seeds
 
 

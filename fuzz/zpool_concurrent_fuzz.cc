@@ -69,6 +69,8 @@ struct Shared {
   bool cpu_shared[kc::kMaxCpus] = {};
 };
 
+void Background(Shared &shared, int rounds);
+
 class Worker {
  public:
   Worker(Shared &shared, int index, int cpu, std::vector<uint8_t> ops)
@@ -81,14 +83,19 @@ class Worker {
     kc_set_cpu(cpu_);
     FuzzedDataProvider in(ops_.data(), ops_.size());
     for (int step = 0; step < 48 && in.remaining_bytes() > 0; step++) {
-      switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+      switch (in.ConsumeIntegralInRange<int>(0, 7)) {
         // Arguments are read in named steps: the order of evaluation of a call's arguments is
         // unspecified in C++, and an input must mean the same under every compiler.
-        case 0:
-        case 1: {
+        case 0: {
           size_t size = in.ConsumeIntegralInRange<size_t>(1, shared_.subject->MaxSize());
           bool atomic = in.ConsumeBool();
           Malloc(size, atomic);
+          break;
+        }
+        case 1: {  // many objects of one size: zspages of one class, for compaction to work on
+          int count = in.ConsumeIntegralInRange<int>(2, 24);
+          size_t size = in.ConsumeIntegralInRange<size_t>(1, shared_.subject->MaxSize());
+          for (int i = 0; i < count; i++) Malloc(size, true);
           break;
         }
         case 2: {
@@ -102,8 +109,19 @@ class Worker {
         case 3:
           if (!objects_.empty()) Free(in.ConsumeIntegralInRange<size_t>(0, objects_.size() - 1));
           break;
-        case 4:
+        case 4:  // free every other object: sparse zspages
+          for (size_t i = objects_.size(); i-- > 0;)
+            if (i % 2 == 0) Free(i);
+          break;
+        case 5: {  // map every object in turn (RW): touches whatever compaction is moving
+          for (size_t i = 0; i < objects_.size(); i++) Map(i, MapMode::kRW, 0);
+          break;
+        }
+        case 6:
           kc::sched_point(kc::SchedEvent::kYield);
+          break;
+        case 7:  // compaction (or reclaim) from this worker, racing the others' maps and frees
+          Background(shared_, 1);
           break;
       }
     }
@@ -186,9 +204,9 @@ class Worker {
   char prefix_[16];
 };
 
+// Compacts (zsmalloc) or reclaims with the refusing evict (zbud), `rounds` times. Run by the
+// background thread (on the last CPU, which it sets) and by a worker's compaction operation.
 void Background(Shared &shared, int rounds) {
-  zfuzz::SetTracePrefix("[bg] ");
-  kc_set_cpu(kc_nr_cpus() - 1);
   for (int i = 0; i < rounds; i++) {
     if (shared.subject->CanCompact()) {
       shared.subject->Compact();
@@ -200,7 +218,6 @@ void Background(Shared &shared, int rounds) {
     }
     kc::sched_point(kc::SchedEvent::kYield);
   }
-  zfuzz::SetTracePrefix("");
 }
 
 }  // namespace
@@ -219,7 +236,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int nthreads = in.ConsumeIntegralInRange<int>(2, kMaxThreads);
   int cpus[kMaxThreads];
   for (int t = 0; t < nthreads; t++) cpus[t] = in.ConsumeIntegralInRange<int>(0, kc_nr_cpus() - 1);
-  int background_rounds = in.ConsumeIntegralInRange<int>(0, 6);
+  int background_rounds = in.ConsumeIntegralInRange<int>(0, 16);
   std::vector<std::vector<uint8_t>> streams;
   for (int t = 0; t < nthreads; t++) {
     size_t length = in.ConsumeIntegralInRange<size_t>(0, 96);
@@ -248,7 +265,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::vector<std::function<void()>> bodies;
   for (auto &w : workers) bodies.push_back([&w] { w->Run(); });
   if (background_rounds > 0)
-    bodies.push_back([&shared, background_rounds] { Background(shared, background_rounds); });
+    bodies.push_back([&shared, background_rounds] {
+      zfuzz::SetTracePrefix("[bg] ");
+      kc_set_cpu(kc_nr_cpus() - 1);
+      Background(shared, background_rounds);
+    });
 
   if (scheduled) {
     kc::DeterministicScheduler scheduler(decisions);

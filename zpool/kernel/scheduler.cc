@@ -51,9 +51,11 @@ int DeterministicScheduler::PickLocked(int self, bool must_leave) {
   if (candidates.empty()) return self;
   uint8_t byte;
   if (NextByte(&byte)) return candidates[byte % candidates.size()];
-  // Out of decisions: round-robin among the candidates, deterministically.
-  rr_ = (rr_ + 1) % static_cast<int>(candidates.size());
-  return candidates[static_cast<size_t>(rr_)];
+  // Out of decisions: the next candidate after this thread in index order (a true round-robin:
+  // every thread gets its turn, so a waiter cannot keep missing the one that would progress).
+  for (int c : candidates)
+    if (c > self) return c;
+  return candidates.front();
 }
 
 void DeterministicScheduler::SwitchLocked(std::unique_lock<std::mutex> &lock, int self,

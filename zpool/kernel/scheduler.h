@@ -7,7 +7,8 @@
 //   byte < kStayThreshold              -> keep running;
 //   otherwise                          -> hand the baton to runnable thread (byte % runnable).
 // A kWait point (the thread cannot progress: a contended lock) always hands the baton to another
-// thread, chosen by the next byte (or round-robin when the bytes are used up) among the threads
+// thread, chosen by the next byte (or the next one in index order when the bytes are used up)
+// among the threads
 // that are not waiting themselves, or among all others when every one of them waits. When the
 // bytes run out, threads keep running until they wait or finish (run-to-completion), which is
 // also deterministic. A thread finishing hands the baton on the same way.
@@ -72,7 +73,6 @@ class DeterministicScheduler {
   int wait_rounds_ = 0;         // consecutive hand-offs where the giver was waiting
   std::vector<int> trace_;
   uint64_t points_ = 0;
-  int rr_ = 0;
 };
 
 }  // namespace kc
