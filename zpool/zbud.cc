@@ -510,26 +510,34 @@ bool MapFast(const zbud_pool *pool, unsigned long handle) {
 
 struct UnmapFastResult {
   bool done;             // false: take the locked path (nothing changed)
-  size_t damage;         // the last map ended and the redzone is damaged at this offset (or 0)
-  zbud_header *zhdr;
-  Buddy bud;
+  size_t damage;         // the last map ended and the redzone was damaged at this offset (or 0)
+  u32 size;              // the object's requested size
 };
 
-// One map fewer of a live, mapped buddy; at the last one, the redzone check.
+// One map fewer of a live, mapped buddy; at the last one, the redzone check (and its repair).
+// Everything is read and written BEFORE the count drops: once it has, a free of the object or
+// a destroy of the pool may proceed, and neither the page nor the pool may be touched again.
+// That is also why a mapped handle needs no "call in flight" registration: the mapping itself
+// holds off zbud_free() (free-mapped) and zbud_destroy_pool() (destroy-busy).
 UnmapFastResult UnmapFast(const zbud_pool *pool, unsigned long handle) {
   Buddy bud;
   zbud_header *zhdr = LiveBuddyFast(pool, handle, &bud);
-  if (zhdr == nullptr) return {false, 0, nullptr, FIRST};
+  if (zhdr == nullptr) return {false, 0, 0};
   std::atomic<u32> &state = zhdr->map_state[bud];
   u32 s = state.load(std::memory_order_relaxed);
+  u32 size;
+  size_t damage;
   do {
-    if (!(s & kAllocated) || (s & kMapsMask) == 0) return {false, 0, nullptr, FIRST};
+    if (!(s & kAllocated) || (s & kMapsMask) == 0) return {false, 0, 0};
+    size = zhdr->size[bud];
+    damage = 0;
+    if (ZPOOL_CHECKS && (s & kMapsMask) == 1) {
+      damage = RedzoneDamage(reinterpret_cast<char *>(handle), size);
+      if (damage != 0) WriteRedzone(reinterpret_cast<char *>(handle), size);
+    }
   } while (!state.compare_exchange_weak(s, s - 1, std::memory_order_acq_rel,
                                         std::memory_order_relaxed));
-  size_t damage = 0;
-  if (ZPOOL_CHECKS && (s & kMapsMask) == 1)
-    damage = RedzoneDamage(reinterpret_cast<char *>(handle), zhdr->size[bud]);
-  return {true, damage, zhdr, bud};
+  return {true, damage, size};
 }
 
 const char *const kUseAfterDestroy =
@@ -811,26 +819,25 @@ void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
 
 void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
   if (!kTrackMaps) return;
+  // A mapped handle of a live pool: the fast path (see UnmapFast: the mapping pins the pool).
+  if (!kc::kAsan && (!ZPOOL_CHECKS || kmem_cache_owns(PoolCache(), pool))) {
+    const UnmapFastResult fast = UnmapFast(pool, handle);
+    if (fast.done) {
+      if (ZPOOL_CHECKS && fast.damage != 0)
+        ZPOOL_MISUSE(ZPOOL_MISUSE_OVERFLOW,
+                     "zbud_unmap(%p, %#lx): redzone after the %u-byte object overwritten at "
+                     "offset %zu (a write past the requested size?)",
+                     static_cast<void *>(pool), handle, fast.size, fast.damage);
+      return;
+    }
+  }
   PoolCall call(pool);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_unmap(%p, %#lx): %s",
                  static_cast<void *>(pool), handle, kUseAfterDestroy);
     return;
   }
-  if (!kc::kAsan) {
-    const UnmapFastResult fast = UnmapFast(pool, handle);
-    if (fast.done) {
-      if (ZPOOL_CHECKS && fast.damage != 0) {
-        const u32 size = fast.zhdr->size[fast.bud];
-        ZPOOL_MISUSE(ZPOOL_MISUSE_OVERFLOW,
-                     "zbud_unmap(%p, %#lx): redzone after the %u-byte object overwritten at "
-                     "offset %zu (a write past the requested size?)",
-                     static_cast<void *>(pool), handle, size, fast.damage);
-        WriteRedzone(reinterpret_cast<char *>(handle), size);
-      }
-      return;
-    }
-  }
+
   spin_lock(&pool->lock);
   const HandleInfo h = LookupHandle(pool, handle);
   if (h.state == HandleState::kInvalid) {

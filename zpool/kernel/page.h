@@ -5,8 +5,10 @@
 // the address's region number finds a region from any address in O(1) without touching the
 // address itself: virt_to_page() of a garbage value returns NULL instead of faulting, which is
 // what lets the allocators prove that a handle is theirs. page_address() is the inverse.
-// Freed pages go to a LIFO cache for reuse; past kPageCacheMax cached pages, further freed pages
-// are returned to the OS (madvise(MADV_DONTNEED)) and reused later as fresh zero pages.
+// Freed pages go to a LIFO cache for reuse; once kReleaseBatch pages more than kPageCacheMax are
+// cached, the coldest kReleaseBatch go back to the OS (madvise(MADV_FREE): the OS takes them when
+// it needs memory, and the call is far cheaper than MADV_DONTNEED; one call per run of adjacent
+// pages) and are reused later (their old contents may or may not still be there).
 // Regions are never unmapped, so a descriptor stays valid for the life of the process.
 //
 // Under ASan a free page is poisoned; under MSan a new page is uninitialised unless __GFP_ZERO.
@@ -63,6 +65,7 @@ inline constexpr unsigned long kRegionShift = 24;  // 16 MiB
 inline constexpr unsigned long kRegionSize = 1UL << kRegionShift;
 inline constexpr unsigned long kPagesPerRegion = kRegionSize >> PAGE_SHIFT;
 inline constexpr unsigned long kPageCacheMax = 4096;  // free pages kept before release to OS
+inline constexpr unsigned long kReleaseBatch = 512;  // pages returned to the OS at a time
 
 struct PageAllocatorStats {
   unsigned long regions;         // 16 MiB regions mapped for pages

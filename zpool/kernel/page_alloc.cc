@@ -6,7 +6,9 @@
 // out, and virt_to_page() of an address inside the header returns NULL.
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 #include <mutex>
 #include <new>
 
@@ -34,7 +36,10 @@ static_assert(kHeaderPages < kPagesPerRegion / 2, "descriptor array too large fo
 
 struct PageAllocator {
   std::mutex mu;
-  struct page *cached = nullptr;    // free, data resident (LIFO)
+  // Free pages with their data resident: the most recently freed at the front (reused first),
+  // the coldest at the back (returned to the OS first). The list node is the owner's while the
+  // page is allocated, and the allocator's while it is free.
+  IntrusiveList<struct page, PageLru> cached;
   struct page *released = nullptr;  // free, data returned to the OS (LIFO)
   PageRegion *carving = nullptr;    // region with never-used pages left
   unsigned long next_fresh = 0;     // next never-used index in `carving`
@@ -69,6 +74,31 @@ void *AddressOf(PageRegion *region, const struct page *page) {
   return reinterpret_cast<char *>(region) + (index << PAGE_SHIFT);
 }
 
+// Returns the data of a list of free pages (linked by kc_free_next, held by the caller) to the
+// OS, then puts them on the released list. Adjacent pages are released with one call.
+void ReleaseToOs(struct page *list) {
+  std::vector<struct page *> pages;
+  for (struct page *p = list; p != nullptr; p = p->kc_free_next) pages.push_back(p);
+  std::sort(pages.begin(), pages.end());
+  for (size_t i = 0; i < pages.size();) {
+    size_t j = i + 1;
+    while (j < pages.size() && pages[j] == pages[j - 1] + 1 &&
+           RegionOfDescriptor(pages[j]) == RegionOfDescriptor(pages[i]))
+      j++;
+    madvise(AddressOf(RegionOfDescriptor(pages[i]), pages[i]), (j - i) * PAGE_SIZE,
+            MADV_FREE);
+    i = j;
+  }
+  PageAllocator &a = allocator();
+  std::lock_guard<std::mutex> guard(a.mu);
+  for (struct page *p : pages) {
+    p->kc_released = true;
+    p->kc_free_next = a.released;
+    a.released = p;
+    a.nr_released++;
+  }
+}
+
 PageRegion *NewRegion() {
   void *mem = internal::MapRegion(RegionKind::kPages);
   auto *region = static_cast<PageRegion *>(mem);
@@ -93,9 +123,7 @@ void ResetOwnerFields(struct page *page) {
 // Takes a free page (cached first, then released, then never used). Sets *zeroed when the
 // page's data is known to be zero. REQUIRES: a.mu held.
 struct page *TakeFreePage(PageAllocator &a, bool *zeroed) {
-  if (a.cached != nullptr) {
-    struct page *page = a.cached;
-    a.cached = page->kc_free_next;
+  if (struct page *page = a.cached.pop_front()) {
     a.nr_cached--;
     *zeroed = false;
     return page;
@@ -104,7 +132,7 @@ struct page *TakeFreePage(PageAllocator &a, bool *zeroed) {
     struct page *page = a.released;
     a.released = page->kc_free_next;
     a.nr_released--;
-    *zeroed = true;  // MADV_DONTNEED on private anonymous memory: zero on next touch
+    *zeroed = false;  // MADV_FREE: the OS may or may not have taken the page back yet
     return page;
   }
   if (a.carving == nullptr || a.next_fresh == kPagesPerRegion) {
@@ -152,8 +180,7 @@ void PrewarmForFuzzing(unsigned long pages, unsigned long slabs) {
         }
         page = &a.carving->descs[a.next_fresh++];
       }
-      page->kc_free_next = a.cached;
-      a.cached = page;
+      a.cached.push_back(page);
       a.nr_cached++;
     }
   }
@@ -223,22 +250,22 @@ void __free_page(struct page *page) {
   kc::g_frees.fetch_add(1, std::memory_order_relaxed);
 
   kc::PageAllocator &a = allocator();
+  struct page *batch = nullptr;
   {
     std::lock_guard<std::mutex> guard(a.mu);
-    if (a.nr_cached < kc::kPageCacheMax) {
-      page->kc_free_next = a.cached;
-      a.cached = page;
-      a.nr_cached++;
-      return;
+    a.cached.push_front(page);
+    a.nr_cached++;
+    // Past the cache threshold, give the coldest pages back to the OS in batches: one madvise()
+    // per run of adjacent pages instead of one per page (each call costs a TLB shootdown).
+    if (a.nr_cached < kc::kPageCacheMax + kc::kReleaseBatch) return;
+    for (unsigned long i = 0; i < kc::kReleaseBatch; i++) {
+      struct page *p = a.cached.pop_back();
+      a.nr_cached--;
+      p->kc_free_next = batch;
+      batch = p;
     }
   }
-  // Past the cache threshold: give the memory back to the OS, keep the descriptor for reuse.
-  madvise(addr, PAGE_SIZE, MADV_DONTNEED);
-  page->kc_released = true;
-  std::lock_guard<std::mutex> guard(a.mu);
-  page->kc_free_next = a.released;
-  a.released = page;
-  a.nr_released++;
+  kc::ReleaseToOs(batch);
 }
 
 void *page_address(const struct page *page) {

@@ -206,21 +206,27 @@ TEST_F(PageAllocTest, ManyThreadsAllocateAndFree) {
 
 TEST_F(PageAllocTest, PagesBeyondTheCacheAreReturnedToTheOs) {
   std::vector<struct page *> pages;
-  for (unsigned long i = 0; i < kc::kPageCacheMax + 64; i++) {
+  for (unsigned long i = 0; i < kc::kPageCacheMax + kc::kReleaseBatch + 64; i++) {
     struct page *page = alloc_page(GFP_KERNEL);
     ASSERT_NE(page, nullptr);
     pages.push_back(page);
   }
   for (struct page *page : pages) __free_page(page);
   kc::PageAllocatorStats stats = kc::GetPageAllocatorStats();
-  EXPECT_LE(stats.pages_cached, kc::kPageCacheMax);
-  EXPECT_GE(stats.pages_released, 64u);
-  // Released pages come back zeroed (fresh from the OS) and usable.
+  EXPECT_LT(stats.pages_cached, kc::kPageCacheMax + kc::kReleaseBatch);
+  EXPECT_GE(stats.pages_released, kc::kReleaseBatch);
+  // The coldest pages went back to the OS: the first ones freed, not the last.
+  EXPECT_FALSE(pages.back()->kc_released);
+  EXPECT_TRUE(pages.front()->kc_released);
+  // Released pages come back usable, and zeroed when asked (whether or not the OS took them).
   pages.clear();
-  for (unsigned long i = 0; i < kc::kPageCacheMax + 8; i++) pages.push_back(alloc_page(GFP_KERNEL));
+  for (unsigned long i = 0; i < kc::kPageCacheMax + kc::kReleaseBatch + 8; i++)
+    pages.push_back(alloc_page(GFP_KERNEL | __GFP_ZERO));
   for (struct page *page : pages) {
     ASSERT_NE(page, nullptr);
-    memset(page_address(page), 1, PAGE_SIZE);
+    auto *bytes = static_cast<unsigned char *>(page_address(page));
+    for (unsigned long i = 0; i < PAGE_SIZE; i += 61) ASSERT_EQ(bytes[i], 0);
+    memset(bytes, 1, PAGE_SIZE);
     __free_page(page);
   }
 }
