@@ -12,7 +12,7 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from . import bench, setup, testcmd
+    from . import bench, corpus, explain, fuzz, repro, setup, testcmd
 
     p = sub.add_parser(
         "setup", help="install every Debian package, build the MSan libc++, write user.bazelrc",
@@ -24,6 +24,10 @@ def _build_parser():
     p.set_defaults(func=setup.run_setup)
 
     testcmd.add_parser(sub)
+    fuzz.add_parser(sub)
+    repro.add_parser(sub)
+    explain.add_parser(sub)
+    corpus.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

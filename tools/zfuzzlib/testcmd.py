@@ -89,8 +89,9 @@ def read_bep(path):
                     if event["aborted"].get("reason") != "SKIPPED":
                         aborted.append(ident["targetCompleted"].get("label"))
                 elif "targetCompleted" in ident:
+                    # proto3 JSON leaves `success: false` out: anything but true is a failure.
                     completed = event.get("completed", {})
-                    if completed.get("success") is False:
+                    if completed.get("success") is not True:
                         label = ident["targetCompleted"].get("label")
                         aborted.append(label)
     except (OSError, ValueError) as e:

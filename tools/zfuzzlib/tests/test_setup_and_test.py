@@ -91,6 +91,10 @@ class BepTest(unittest.TestCase):
             {"id": {"testSummary": {"label": "//a:t2"}},
              "testSummary": {"overallStatus": "FAILED"}},
             {"id": {"targetCompleted": {"label": "//b:t3"}}, "completed": {"success": False}},
+            # What Bazel really writes for a failed build: proto3 JSON omits `success: false`.
+            {"id": {"targetCompleted": {"label": "//b:t5"}},
+             "completed": {"failureDetail": {"message": "C++ compilation failed"}}},
+            {"id": {"targetCompleted": {"label": "//b:ok"}}, "completed": {"success": True}},
             {"id": {"targetCompleted": {"label": "//b:engine"}},
              "aborted": {"reason": "SKIPPED", "description": "incompatible"}},
             {"id": {"targetCompleted": {"label": "//b:t4"}},
@@ -100,7 +104,7 @@ class BepTest(unittest.TestCase):
         results, build_ok, broken = testcmd.read_bep(path)
         self.assertEqual(results, {"//a:t1": "PASSED", "//a:t2": "FAILED"})
         self.assertFalse(build_ok)
-        self.assertEqual(broken, ["//b:t3", "//b:t4"])
+        self.assertEqual(broken, ["//b:t3", "//b:t5", "//b:t4"])
 
     def test_corrupt_file_is_a_clear_error(self):
         fd, path = tempfile.mkstemp()

@@ -1,0 +1,419 @@
+"""Tests of fuzz, repro, explain and corpus: parsing, dedup, resolution, bad input, and one
+end-to-end run (an injected bug found by `fuzz` and reproduced by `repro`)."""
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from contextlib import redirect_stderr, redirect_stdout
+
+from zfuzzlib import cli, corpus, findings, fuzz, repro, targets
+from zfuzzlib.common import REPO_ROOT, ZfuzzError
+
+BUG_REPORT = """\
+------------[ cut here ]------------
+kernel BUG at zpool/zsmalloc.cc:813! obj_malloc: BUG_ON(obj_idx >= cls->objs_per_zspage) CPU: 0 PID: 19707
+Call Trace:
+    #0 0x56013775f4e0 in (anonymous namespace)::obj_malloc((anonymous namespace)::size_class*, (anonymous namespace)::zspage*, unsigned long) /proc/self/cwd/zpool/zsmalloc.cc
+    #1 0x56013775daf6 in zs_malloc(zs_pool*, unsigned long, unsigned int) /proc/self/cwd/zpool/zsmalloc.cc:1265:25
+    #2 0x560137745e5c in zfuzz::(anonymous namespace)::ZsSubject::Malloc(unsigned long, unsigned int, unsigned long*, int) /proc/self/cwd/fuzz/api/subject.cc:187:23
+    #3 0x56013773ed21 in operator() /proc/self/cwd/fuzz/api/program.cc:354:45
+---[ end trace ]---
+==19707== ERROR: libFuzzer: deadly signal
+    #0 0x5601376fd891 in __sanitizer_print_stack_trace (/x/zsmalloc_api_fuzz_libfuzzer+0x19b891)
+    #1 0x560137652858 in fuzzer::PrintStackTrace() crtstuff.c
+    #6 0x7f86eec44471 in abort stdlib/abort.c:79:7
+"""
+
+ASAN_REPORT = """\
+=================================================================
+==4242==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x602000000{addr} at pc 0x55 bp 0x7ff sp 0x7fe
+WRITE of size 8 at 0x602000000{addr} thread T0
+    #0 0x55d0 in __asan_memcpy (/x/bin+0x1)
+    #1 0x55d1 in zs_unmap_object(zs_pool*, unsigned long) /proc/self/cwd/zpool/zsmalloc.cc:{line}:7
+    #2 0x55d2 in zfuzz::(anonymous namespace)::ZsSubject::Unmap(unsigned long) /proc/self/cwd/fuzz/api/subject.cc:200:3
+    #3 0x55d3 in zfuzz::RunProgram(unsigned char const*, unsigned long) /proc/self/cwd/fuzz/api/program.cc:679:10
+    #4 0x55d4 in LLVMFuzzerTestOneInput /proc/self/cwd/fuzz/zsmalloc_api_fuzz.cc:14:3
+
+0x602000000{addr} is located 0 bytes after 16-byte region
+allocated by thread T0 here:
+    #0 0x55e0 in malloc (/x/bin+0x2)
+"""
+
+UBSAN_REPORT = """\
+zpool/zbud.cc:311:22: runtime error: shift exponent 70 is too large for 64-bit type 'unsigned long'
+    #0 0x1 in num_free_chunks(zbud_header*) /proc/self/cwd/zpool/zbud.cc:311:22
+    #1 0x2 in zbud_alloc /proc/self/cwd/zpool/zbud.cc:400:9
+SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior zpool/zbud.cc:311:22
+"""
+
+WARN_REPORT = """\
+------------[ cut here ]------------
+WARNING: CPU: 2 PID: 77 at zpool/zsmalloc.cc:1500 zs_map_object: nested zs_map_object on CPU 2 (handle 0x7f00 while 0x7f08 is mapped)
+Call Trace:
+    #0 0x10 in zs_map_object /proc/self/cwd/zpool/zsmalloc.cc:1500:3
+    #1 0x11 in Map /proc/self/cwd/fuzz/api/subject.cc:220:3
+---[ end trace ]---
+"""
+
+FINDING_REPORT = """\
+zfuzz: FINDING at fuzz/api/program.cc:572: zsmalloc: validator: class 3264: handle 0x7f55ee130000 records size 3268, not of this class
+==22264== ERROR: libFuzzer: deadly signal
+    #6 0x7f in abort stdlib/abort.c:79:7
+    #7 0x55 in zfuzz::Fail(char const*) /proc/self/cwd/fuzz/api/program.cc:30:3
+"""
+
+
+def quiet(fn, *args, **kwargs):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        result = fn(*args, **kwargs)
+    return result, out.getvalue(), err.getvalue()
+
+
+class ReportParsingTest(unittest.TestCase):
+    def test_kernel_bug(self):
+        r = findings.parse_report(BUG_REPORT)
+        self.assertEqual(r["kind"], "BUG in obj_malloc")
+        self.assertEqual(r["frames"], ["obj_malloc", "zs_malloc", "zfuzz::ZsSubject::Malloc"])
+        self.assertEqual(r["location"], "zpool/zsmalloc.cc:1265")
+
+    def test_asan_skips_runtime_frames_and_ignores_addresses(self):
+        a = findings.parse_report(ASAN_REPORT.format(addr="010", line=1400))
+        b = findings.parse_report(ASAN_REPORT.format(addr="0a0", line=1400))
+        self.assertEqual(a["kind"], "ASan heap-buffer-overflow WRITE 8")
+        self.assertEqual(a["frames"][0], "zs_unmap_object")
+        self.assertEqual(len(a["frames"]), 3)
+        self.assertEqual(findings.crash_state(a), findings.crash_state(b))
+
+    def test_ubsan(self):
+        r = findings.parse_report(UBSAN_REPORT)
+        self.assertTrue(r["kind"].startswith("UBSan shift exponent N is too large"), r["kind"])
+        self.assertEqual(r["frames"], ["num_free_chunks", "zbud_alloc"])
+
+    def test_warn_message_numbers_do_not_split_states(self):
+        r = findings.parse_report(WARN_REPORT)
+        self.assertEqual(r["kind"], "WARN in zs_map_object: nested zs_map_object on CPU N (handle "
+                         "N while")
+        other = WARN_REPORT.replace("CPU 2", "CPU 3").replace("0x7f08", "0x9f08")
+        self.assertEqual(findings.crash_state(r),
+                         findings.crash_state(findings.parse_report(other)))
+
+    def test_harness_finding(self):
+        r = findings.parse_report(FINDING_REPORT)
+        self.assertTrue(r["kind"].startswith("FINDING zsmalloc: validator: class N: handle N"))
+        self.assertEqual(r["frames"], ["zfuzz::Fail"])
+
+    def test_different_bugs_different_states(self):
+        states = {findings.crash_state(findings.parse_report(t)) for t in
+                  (BUG_REPORT, ASAN_REPORT.format(addr="0", line=1), UBSAN_REPORT, WARN_REPORT)}
+        self.assertEqual(len(states), 4)
+
+    def test_garbage_report(self):
+        r = findings.parse_report("segfault? who knows\n")
+        self.assertEqual(r["kind"], "unknown crash")
+        self.assertEqual(r["frames"], [])
+
+
+class FindingStoreTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="zfuzz-test-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def _input(self, name, data):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_one_reproducer_per_state(self):
+        fdir = os.path.join(self.dir, "findings")
+        meta = {"target": "zsmalloc_api_fuzz", "engine": "libfuzzer", "sanitizer": "asan"}
+        d1, new1 = findings.write_finding(fdir, self._input("a", b"\x01\x02"), BUG_REPORT, meta)
+        d2, new2 = findings.write_finding(fdir, self._input("b", b"\x03"), BUG_REPORT, meta)
+        d3, new3 = findings.write_finding(fdir, self._input("c", b"\x04"), UBSAN_REPORT, meta)
+        self.assertTrue(new1)
+        self.assertFalse(new2)
+        self.assertTrue(new3)
+        self.assertEqual(d1, d2)
+        listed = findings.list_findings(fdir)
+        self.assertEqual(len(listed), 2)
+        bug = [f for f in listed if f["kind"] == "BUG in obj_malloc"][0]
+        self.assertEqual(bug["duplicates"], 1)
+        self.assertEqual(bug["target"], "zsmalloc_api_fuzz")
+        with open(bug["path"], "rb") as f:
+            self.assertEqual(f.read(), b"\x01\x02")
+        self.assertEqual(findings.read_metadata(bug["path"])["sha1"], findings.sha1_of(bug["path"]))
+
+    def test_corrupt_metadata_is_a_one_line_error(self):
+        path = self._input("crash-x", b"abc")
+        with open(path + ".json", "w") as f:
+            f.write("{not json")
+        with self.assertRaises(ZfuzzError) as ctx:
+            findings.read_metadata(path)
+        self.assertIn("corrupt metadata", str(ctx.exception))
+
+
+class StatusParsingTest(unittest.TestCase):
+    def test_libfuzzer_line(self):
+        s = fuzz.parse_libfuzzer_status("#123456\tNEW    cov: 812 ft: 2345 corp: 120/4567b "
+                                        "lim: 40 exec/s: 1234 rss: 50Mb L: 3/4 MS: 1 Shuffle-")
+        self.assertEqual(s, {"execs": 123456, "cov": 812, "ft": 2345, "corpus": 120,
+                             "exec_s": 1234})
+        self.assertIsNone(fuzz.parse_libfuzzer_status("INFO: Seed: 1"))
+        self.assertIsNone(fuzz.parse_libfuzzer_status("#notanumber"))
+
+    def test_afl_plot_data(self):
+        d = tempfile.mkdtemp()
+        try:
+            path = os.path.join(d, "plot_data")
+            with open(path, "w") as f:
+                f.write("# relative_time, cycles_done, cur_item, corpus_count, pending_total, "
+                        "pending_favs, map_size, saved_crashes, saved_hangs, max_depth, "
+                        "execs_per_sec, total_execs, edges_found\n")
+                f.write("5, 0, 1, 10, 9, 2, 1.20%, 0, 0, 2, 812.33, 4000, 300\n")
+                f.write("10, 0, 3, 14, 9, 2, 1.40%, 0, 0, 2, 900.10, 9000, 350\n")
+            self.assertEqual(fuzz.parse_afl_plot(path), {"corpus": 14, "cov": 350, "exec_s": 900,
+                                                         "execs": 9000, "map": "1.40%"})
+            self.assertIsNone(fuzz.parse_afl_plot(os.path.join(d, "missing")))
+        finally:
+            shutil.rmtree(d)
+
+
+class TargetsTest(unittest.TestCase):
+    def test_targets_from_fuzz_build(self):
+        known = targets.list_targets()
+        for t in ("zbud_api_fuzz", "zsmalloc_api_fuzz", "zpool_api_fuzz", "zpool_misuse_fuzz",
+                  "zpool_concurrent_fuzz", "zpool_lifecycle_fuzz", "kernel_api_fuzz"):
+            self.assertIn(t, known)
+        self.assertEqual(known["zpool_concurrent_fuzz"]["max_len"], 2048)
+        self.assertEqual(targets.check_targets([], known), list(known))
+        self.assertEqual(targets.check_targets(["zbud_api_fuzz", "zbud_api_fuzz"], known),
+                         ["zbud_api_fuzz"])
+
+    def test_bad_names(self):
+        with self.assertRaises(ZfuzzError) as ctx:
+            targets.check_targets(["zbud_fuzz"])
+        self.assertEqual(ctx.exception.exit_code, 2)
+        self.assertIn("unknown target 'zbud_fuzz'", str(ctx.exception))
+        with self.assertRaises(ZfuzzError):
+            targets.check_pair("afl", "msan")
+        with self.assertRaises(ZfuzzError):
+            targets.check_pair("libfuzzer", "hwasan")
+        with self.assertRaises(ZfuzzError):
+            targets.check_bug("no_such_bug")
+
+    def test_bug_builds_get_their_own_output_tree(self):
+        flags = targets.bazel_flags("libfuzzer", "asan", "class_index")
+        self.assertIn("--config=asan-libfuzzer", flags)
+        self.assertIn("--define=zfuzz_bug=class_index", flags)
+        self.assertIn("--platform_suffix=asan-libfuzzer-bug-class_index", flags)
+        self.assertNotIn("--define=zfuzz_bug=class_index", targets.bazel_flags("libfuzzer", "asan"))
+        self.assertIn("--config=ubsan", targets.bazel_flags("replay", "ubsan"))
+
+
+class ResolveTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="zfuzz-test-")
+        self.known = targets.list_targets()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def _file(self, rel, data=b"\x01\x02\x03", meta=None):
+        path = os.path.join(self.dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        if meta is not None:
+            with open(path + ".json", "w") as f:
+                json.dump(meta, f)
+        return path
+
+    def test_from_metadata(self):
+        path = self._file("crash-1", meta={"target": "zbud_api_fuzz", "sanitizer": "ubsan",
+                                           "bug": "under_reclaim"})
+        self.assertEqual(repro.resolve(path, None, None, None, self.known)[:3],
+                         ("zbud_api_fuzz", "ubsan", "under_reclaim"))
+
+    def test_file_of_another_target(self):
+        path = self._file("crash-2", meta={"target": "zbud_api_fuzz", "sanitizer": "asan"})
+        with self.assertRaises(ZfuzzError) as ctx:
+            repro.resolve(path, "zsmalloc_api_fuzz", None, None, self.known)
+        self.assertIn("is a finding of zbud_api_fuzz, not zsmalloc_api_fuzz", str(ctx.exception))
+
+    def test_from_path_and_default_sanitizer(self):
+        path = self._file("targets/zpool_misuse_fuzz/artifacts/crash-3")
+        self.assertEqual(repro.resolve(path, None, None, None, self.known)[:3],
+                         ("zpool_misuse_fuzz", "asan", None))
+        afl = self._file("targets/zpool_api_fuzz/afl/main/crashes/id:000000,sig:06")
+        self.assertEqual(repro.resolve(afl, None, "ubsan", None, self.known)[:2],
+                         ("zpool_api_fuzz", "ubsan"))
+
+    def test_unknown_target_asks_or_fails(self):
+        path = self._file("crash-4")
+        with self.assertRaises(ZfuzzError) as ctx:
+            repro.resolve(path, None, None, None, self.known, ask=lambda what, choices: None)
+        self.assertIn("pass --target", str(ctx.exception))
+        asked = repro.resolve(path, None, None, None, self.known,
+                              ask=lambda what, choices: "kernel_api_fuzz")
+        self.assertEqual(asked[0], "kernel_api_fuzz")
+
+    def test_bad_files(self):
+        with self.assertRaises(ZfuzzError):
+            repro.check_input(os.path.join(self.dir, "missing"))
+        with self.assertRaises(ZfuzzError):
+            repro.check_input(self.dir)
+        with self.assertRaises(ZfuzzError) as ctx:
+            repro.check_input(self._file("empty", b""))
+        self.assertIn("is empty", str(ctx.exception))
+
+
+class MinimizeAndRegressionTest(unittest.TestCase):
+    def test_ddmin_keeps_the_failure(self):
+        data = bytes(range(200))
+        calls = []
+
+        def fails(d):
+            calls.append(d)
+            return b"\x10\x11" in d and d.count(b"\x50") == 1
+
+        out = repro.ddmin(data, fails, deadline=float("inf"))
+        self.assertTrue(fails(out))
+        self.assertEqual(sorted(out), sorted(b"\x10\x11\x50"))
+        self.assertLess(len(calls), 400)
+
+    def test_ddmin_respects_the_deadline(self):
+        self.assertEqual(repro.ddmin(b"abcdef", lambda d: True, deadline=0), b"abcdef")
+
+    def test_regression_file_and_gtest_case(self):
+        root = tempfile.mkdtemp(prefix="zfuzz-test-corpus-")
+        try:
+            src = os.path.join(root, "input")
+            with open(src, "wb") as f:
+                f.write(b"\x0a\x01\xff")
+            dest, data = repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src, [])
+            self.assertEqual(dest, os.path.join(root, "regressions", "zsmalloc_api_fuzz",
+                                                "class-index"))
+            # Same name, same bytes: fine. Same name, other bytes: refused, file untouched.
+            repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src, [])
+            with open(src, "wb") as f:
+                f.write(b"\x00")
+            with self.assertRaises(ZfuzzError):
+                repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src, [])
+            with open(dest, "rb") as f:
+                self.assertEqual(f.read(), b"\x0a\x01\xff")
+            for bad in ("../escape", ".hidden", "a/b", ""):
+                with self.assertRaises(ZfuzzError):
+                    repro.add_regression(root, "zsmalloc_api_fuzz", bad, src, [])
+            case = repro.gtest_case("zsmalloc_api_fuzz", "class-index", data,
+                                    ["  h0 = zs_malloc(pool1, 77, GFP_KERNEL)"])
+            self.assertIn("TEST(ZsmallocApiFuzzRegression, ClassIndex)", case)
+            self.assertIn("0x0a, 0x01, 0xff,", case)
+            self.assertIn("//   h0 = zs_malloc(pool1, 77, GFP_KERNEL)", case)
+            self.assertIn("LLVMFuzzerTestOneInput(kInput, sizeof(kInput))", case)
+        finally:
+            shutil.rmtree(root)
+
+
+class CorpusStatsTest(unittest.TestCase):
+    def test_stats_flag_what_needs_care(self):
+        d = tempfile.mkdtemp(prefix="zfuzz-test-")
+        try:
+            import hashlib
+            good = b"\x01\x02\x03"
+            with open(os.path.join(d, hashlib.sha1(good).hexdigest()), "wb") as f:
+                f.write(good)
+            with open(os.path.join(d, "copy"), "wb") as f:
+                f.write(good)
+            with open(os.path.join(d, "big"), "wb") as f:
+                f.write(b"x" * 50)
+            s = corpus.stats_of(d, max_len=10)
+            self.assertEqual((s["inputs"], s["bytes"], s["min"], s["max"]), (3, 56, 3, 50))
+            self.assertEqual(s["duplicates"], 1)
+            self.assertEqual(s["not_sha1_named"], 2)
+            self.assertEqual(s["over_max_len"], 1)
+        finally:
+            shutil.rmtree(d)
+
+    def test_checked_in_corpora_are_healthy(self):
+        known = targets.list_targets()
+        for t, info in known.items():
+            s = corpus.stats_of(os.path.join(REPO_ROOT, "corpus", t), info["max_len"])
+            self.assertGreater(s["inputs"], 0, t)
+            self.assertEqual(s["over_max_len"], 0, t)
+            self.assertEqual(s["duplicates"], 0, t)
+
+
+class CliErrorsTest(unittest.TestCase):
+    def run_cli(self, *argv):
+        return quiet(cli.main, list(argv))
+
+    def test_one_line_errors_and_exit_codes(self):
+        for argv, needle in (
+                (["fuzz", "no_such_fuzz"], "unknown target 'no_such_fuzz'"),
+                (["fuzz", "--time", "soon"], "--time: bad duration"),
+                (["fuzz", "--jobs", "0"], "--jobs must be at least 1"),
+                (["fuzz", "--sanitizer", "msan", "--engine", "afl"], "AFL++ builds support"),
+                (["fuzz", "--out", os.path.join(REPO_ROOT, "corpus", "x")], "must not be inside"),
+                (["repro", "/nonexistent/crash-1"], "no such file"),
+                (["explain", "/nonexistent/crash-1", "--target", "zbud_api_fuzz"],
+                 "no such file"),
+                (["corpus", "stats", "nope"], "unknown target 'nope'"),
+                (["corpus", "minimize", "zbud_api_fuzz", "--into",
+                  os.path.join(REPO_ROOT, "corpus", "zbud_api_fuzz")], "outside corpus")):
+            code, out, err = self.run_cli(*argv)
+            self.assertEqual(code, 2, argv)
+            lines = [l for l in err.splitlines() if l.strip()]
+            self.assertEqual(len(lines), 1, (argv, err))
+            self.assertIn(needle, lines[0], argv)
+            self.assertTrue(lines[0].startswith("zfuzz: error: "), lines[0])
+
+
+@unittest.skipUnless(shutil.which("bazel") and os.environ.get("ZFUZZ_SKIP_E2E") != "1",
+                     "needs bazel (set up with tools/zfuzz setup)")
+class EndToEndTest(unittest.TestCase):
+    """An injected bug: `fuzz` finds it, `repro` reproduces it with the right call lines, and
+    the checked-in corpus is untouched throughout."""
+
+    def test_fuzz_finds_and_repro_reproduces(self):
+        work = tempfile.mkdtemp(prefix="zfuzz-e2e-")
+        corpus_dir = os.path.join(REPO_ROOT, "corpus", "zsmalloc_api_fuzz")
+        before = {n: findings.sha1_of(os.path.join(corpus_dir, n)) for n in os.listdir(corpus_dir)}
+        tool = os.path.join(REPO_ROOT, "tools", "zfuzz")
+        try:
+            proc = subprocess.run([sys.executable, tool, "fuzz", "zsmalloc_api_fuzz",
+                                   "--inject-bug", "class_index", "--time", "20s", "--jobs", "1",
+                                   "--out", work], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
+            self.assertEqual(proc.returncode, 1, proc.stdout[-3000:])
+            with open(os.path.join(work, "summary.json")) as f:
+                summary = json.load(f)
+            kinds = [f["kind"] for f in summary["findings"]]
+            self.assertIn("BUG in obj_malloc", kinds, proc.stdout[-3000:])
+            self.assertFalse(summary["merged_into_corpus"])
+            finding = [f for f in summary["findings"] if f["kind"] == "BUG in obj_malloc"][0]
+            self.assertEqual(finding["frames"][:2], ["obj_malloc", "zs_malloc"])
+
+            proc = subprocess.run([sys.executable, tool, "repro", finding["path"], "--out", work],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  cwd=REPO_ROOT)
+            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
+            self.assertIn("reproduced 1/1: BUG in obj_malloc", proc.stdout)
+            self.assertIn("injected bug class_index", proc.stdout)
+            self.assertRegex(proc.stdout, r"\n  h\d+ = zs_malloc\(pool\d, \d+, GFP_")
+            self.assertRegex(proc.stdout, r"\n  p = zs_map_object\(pool\d, h\d+, ZS_MM_")
+            self.assertIn("kernel BUG at zpool/zsmalloc.cc", proc.stdout)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        after = {n: findings.sha1_of(os.path.join(corpus_dir, n)) for n in os.listdir(corpus_dir)}
+        self.assertEqual(before, after)
+
+
+if __name__ == "__main__":
+    unittest.main()
