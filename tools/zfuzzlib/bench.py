@@ -120,13 +120,6 @@ def add_parser(sub):
     p.add_argument("--no-fuzz", action="store_true", help="skip the fuzzing throughput step")
     p.set_defaults(func=run_bench)
 
-    # Errors argparse finds in this subcommand's arguments: one line, exit 2. (Arguments it does
-    # not know are reported by the top-level parser, cli.py's.)
-    def one_line_error(message):
-        print("zfuzz: error: bench: %s (tools/zfuzz bench --help)" % message, file=sys.stderr)
-        sys.exit(2)
-
-    p.error = one_line_error
 
 
 # ---- pure helpers (unit-tested) ------------------------------------------------------------------

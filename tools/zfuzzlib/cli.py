@@ -5,14 +5,23 @@ import sys
 from .common import ZfuzzError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line naming the subcommand, exit 2 (subparsers inherit the class)."""
+
+    def error(self, message):
+        print("zfuzz: error: %s: %s (see %s --help)" % (self.prog, message, self.prog),
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def _build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tools/zfuzz",
         description="Set up, test, fuzz, reproduce and measure zfuzz's allocators.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from . import bench, corpus, explain, fuzz, repro, setup, testcmd
+    from . import bench, corpus, coverage, explain, fuzz, ossfuzz, repro, setup, testcmd
 
     p = sub.add_parser(
         "setup", help="install every Debian package, build the MSan libc++, write user.bazelrc",
@@ -28,6 +37,8 @@ def _build_parser():
     repro.add_parser(sub)
     explain.add_parser(sub)
     corpus.add_parser(sub)
+    coverage.add_parser(sub)
+    ossfuzz.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

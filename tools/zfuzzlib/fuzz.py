@@ -29,7 +29,7 @@ import time
 
 from . import findings, targets as targets_mod
 from .common import (REPO_ROOT, Stopwatch, ZfuzzError, format_duration, parse_duration, say,
-                     warn)
+                     tail_of, warn)
 
 DEFAULT_TIME = "60s"
 DEFAULT_OUT = os.path.join(REPO_ROOT, "out", "fuzz")
@@ -91,6 +91,7 @@ class Instance:
         self.runs = 0
         self.quick_crashes = 0
         self.stopped_reason = None
+        self.execs_base = 0
         self.stats = {"execs": 0, "exec_s": 0, "cov": 0, "ft": 0, "corpus": 0}
 
     @property
@@ -99,7 +100,15 @@ class Instance:
 
     def start(self, deadline):
         self.deadline = deadline
+        if self.c.engine == "afl":
+            # A resumed AFL++ instance continues its counters: count this campaign's only.
+            before = parse_afl_plot(self._afl_plot_path()) or {}
+            self.execs_base = before.get("execs", 0)
         self._spawn()
+
+    def _afl_plot_path(self):
+        inst = "main" if self.index == 0 else "sec%d" % self.index
+        return os.path.join(self.tdir, "afl", inst, "plot_data")
 
     def _spawn(self):
         remaining = int(self.deadline - time.monotonic())
@@ -150,9 +159,11 @@ class Instance:
         env = targets_mod.fuzz_env({
             "AFL_NO_UI": "1", "AFL_SKIP_CPUFREQ": "1", "AFL_NO_AFFINITY": "1",
             "AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES": "1", "AFL_AUTORESUME": "1",
-            "AFL_IGNORE_SEED_PROBLEMS": "1",
         })
-        # AFL++ wants the sanitizer to abort (a signal it sees) rather than exit.
+        # AFL++ wants the sanitizer to abort (a signal it sees) rather than exit, and checks the
+        # options of every sanitizer runtime it knows: set only ours, as it requires.
+        for key in ("MSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"):
+            env.pop(key, None)
         env["ASAN_OPTIONS"] = "abort_on_error=1:detect_leaks=1:symbolize=0"
         env["UBSAN_OPTIONS"] = "halt_on_error=1:abort_on_error=1:symbolize=0"
         return argv, env
@@ -165,6 +176,7 @@ class Instance:
         code = self.proc.poll()
         if code is None:
             return True
+        self._read_progress()  # what it wrote on the way out (final stats)
         self.proc = None
         ran = time.monotonic() - self.started
         remaining = self.deadline - time.monotonic()
@@ -172,7 +184,8 @@ class Instance:
             return False
         if self.c.engine == "afl":
             # afl-fuzz keeps going after crashes; an early exit is an error worth reading.
-            self.stopped_reason = "afl-fuzz exited %d (log: %s)" % (code, self.log_path)
+            self.stopped_reason = "afl-fuzz exited %d%s (log: %s)" % (
+                code, afl_abort_cause(self.log_path), self.log_path)
             return False
         self.quick_crashes = self.quick_crashes + 1 if ran < QUICK_SECONDS else 0
         if self.quick_crashes >= MAX_QUICK_CRASHES:
@@ -217,9 +230,23 @@ class Instance:
 
     def _read_afl_stats(self):
         inst = "main" if self.index == 0 else "sec%d" % self.index
-        stats = parse_afl_plot(os.path.join(self.tdir, "afl", inst, "plot_data"))
+        stats = parse_afl_plot(self._afl_plot_path())
         if stats:
+            stats["execs"] = max(stats["execs"] - self.execs_base, 0)
             self.stats.update(stats)
+        final = parse_afl_fuzzer_stats(os.path.join(self.tdir, "afl", inst, "fuzzer_stats"))
+        if "stability" in final:
+            self.stats["stability"] = final["stability"]
+
+
+def afl_abort_cause(log_path):
+    """': <cause>' from afl-fuzz's 'PROGRAM ABORT : <cause>' line, if it printed one."""
+    import re
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\(B", "", tail_of(log_path, 40))
+    for line in text.splitlines():
+        if "PROGRAM ABORT" in line:
+            return ": " + line.split(":", 1)[1].strip()
+    return ""
 
 
 def parse_libfuzzer_status(line):
@@ -238,6 +265,20 @@ def parse_libfuzzer_status(line):
                 out[name] = int(value.split("/")[0])
             except ValueError:
                 pass
+    return out
+
+
+def parse_afl_fuzzer_stats(path):
+    """AFL++'s fuzzer_stats ('key : value' lines) as a dict of strings; {} when absent."""
+    out = {}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    out[key.strip()] = value.strip()
+    except OSError:
+        pass
     return out
 
 
@@ -425,6 +466,8 @@ class Campaign:
                 total[k] += inst.stats.get(k, 0) or 0
             for k in ("cov", "ft", "corpus"):
                 total[k] = max(total[k], inst.stats.get(k, 0) or 0)
+            if inst.stats.get("stability"):
+                total.setdefault("stability", []).append(inst.stats["stability"])
             if inst.stopped_reason:
                 r["stopped"] = inst.stopped_reason
         r["stats"] = total
@@ -559,6 +602,7 @@ class Campaign:
                 "corpus_before": r.get("corpus_files_before", 0),
                 "corpus_after": r.get("corpus_files_after", 0), "merged": r.get("merged", 0),
                 "artifacts": r.get("artifacts", 0), "new_findings": r.get("findings_new", 0),
+                "afl_stability": ", ".join(s.get("stability", [])) or None,
                 "note": r.get("stopped") or "",
             })
         all_findings = findings.list_findings(os.path.join(self.out, "findings"))
@@ -594,6 +638,8 @@ def print_summary(data, new_dirs=()):
             "%d -> %d" % (r["corpus_before"], r["corpus_after"])
         print(fmt % (r["target"], format_duration(r["seconds"]), r["execs"], r["execs_per_sec"],
                      r["coverage"], r["features"], corpus, r["merged"], r["new_findings"]))
+        if r.get("afl_stability"):
+            print("    AFL++ stability: %s" % r["afl_stability"])
         if r["note"]:
             print("    note: %s" % r["note"])
     if not data["merged_into_corpus"]:
@@ -650,11 +696,18 @@ def run_fuzz(args):
         say("set-up needed (%s): running tools/zfuzz setup" % ", ".join(needed))
         setup.run_setup(argparse_namespace(jobs=None))
     campaign.build()
+    # Ctrl-C and SIGTERM (e.g. from a CI job's timeout) both end the campaign gracefully.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     campaign.run()
     campaign.merge_corpora()
     campaign.process_findings()
     data = campaign.summary()
     return 0 if not campaign.new_findings else 1
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def argparse_namespace(**kw):

@@ -23,12 +23,62 @@ AFL_SANITIZERS = ("asan", "ubsan")
 INJECTED_BUGS = ("class_index", "span_copyback", "compact_unlocked", "create_refcount",
                  "under_reclaim")
 
-_TARGET_RE = re.compile(r'zfuzz_target\(\s*name\s*=\s*"([A-Za-z0-9_]+)"(.*?)\n\)', re.S)
-_MAX_LEN_RE = re.compile(r'"max_len"\s*:\s*"(\d+)"')
+def _call_blocks(text, function):
+    """The argument text of each top-level `function(...)` call in a BUILD file."""
+    blocks = []
+    for m in re.finditer(r"(?m)^%s\(" % re.escape(function), text):
+        depth, i, quote = 1, m.end(), None
+        while i < len(text) and depth:
+            ch = text[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = None
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                nl = text.find("\n", i)
+                i = len(text) if nl < 0 else nl
+                continue
+            elif ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            i += 1
+        blocks.append(text[m.end():i - 1])
+    return blocks
+
+
+def _string_list(block, attr):
+    m = re.search(r"\b%s\s*=\s*\[([^\]]*)\]" % attr, block)
+    return re.findall(r'"([^"]*)"', m.group(1)) if m else []
+
+
+def parse_fuzz_build(text):
+    """The zfuzz_target calls of fuzz/BUILD: [{name, srcs, deps, dict, options}] in file order."""
+    targets = []
+    for block in _call_blocks(text, "zfuzz_target"):
+        name = re.search(r'\bname\s*=\s*"([^"]+)"', block)
+        if not name:
+            continue
+        dict_label = re.search(r'\bdict\s*=\s*"([^"]+)"', block)
+        options = {}
+        m = re.search(r"\boptions\s*=\s*\{([^}]*)\}", block)
+        if m:
+            options = dict(re.findall(r'"([^"]+)"\s*:\s*"([^"]*)"', m.group(1)))
+        targets.append({
+            "name": name.group(1),
+            "srcs": _string_list(block, "srcs"),
+            "deps": _string_list(block, "deps"),
+            "dict": dict_label.group(1) if dict_label else None,
+            "options": options,
+        })
+    return targets
 
 
 def list_targets(build_file=None):
-    """{target: {"max_len": int or None}} in the order fuzz/BUILD declares them."""
+    """{target: {name, srcs, deps, dict, options, max_len}} in the order fuzz/BUILD declares."""
     path = build_file or os.path.join(REPO_ROOT, "fuzz", "BUILD")
     try:
         with open(path) as f:
@@ -36,28 +86,30 @@ def list_targets(build_file=None):
     except OSError as e:
         raise ZfuzzError("cannot read the fuzz targets from %s: %s" % (path, e.strerror))
     targets = {}
-    for match in _TARGET_RE.finditer(text):
-        max_len = _MAX_LEN_RE.search(match.group(2))
-        targets[match.group(1)] = {"max_len": int(max_len.group(1)) if max_len else None}
+    for t in parse_fuzz_build(text):
+        max_len = t["options"].get("max_len", "")
+        t["max_len"] = int(max_len) if max_len.isdigit() else None
+        targets[t["name"]] = t
     if not targets:
         raise ZfuzzError("no zfuzz_target found in %s" % path)
     return targets
 
 
 def check_targets(names, known=None):
-    """The names, validated against fuzz/BUILD (all of them when names is empty)."""
+    """The names (`x` or `//fuzz:x`), validated against fuzz/BUILD, each once (all of them
+    when names is empty)."""
     known = known if known is not None else list_targets()
     if not names:
         return list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ZfuzzError("unknown target %r (known: %s)" % (unknown[0], ", ".join(known)),
-                         exit_code=2)
-    seen = []
-    for n in names:
-        if n not in seen:
-            seen.append(n)
-    return seen
+    chosen = []
+    for item in names:
+        name = item[len("//fuzz:"):] if item.startswith("//fuzz:") else item
+        if name not in known:
+            raise ZfuzzError("unknown target %r (known: %s)" % (item, ", ".join(known)),
+                             exit_code=2)
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
 
 
 def check_pair(engine, sanitizer):

@@ -10,7 +10,7 @@ import struct
 import tempfile
 import unittest
 
-from zfuzzlib import bench, common
+from zfuzzlib import bench, cli, common
 
 
 def run(contender, store=100.0, load=200.0, refill=150.0, overhead=0.05, compacted=None,
@@ -34,7 +34,7 @@ def run(contender, store=100.0, load=200.0, refill=150.0, overhead=0.05, compact
 
 class ParserTest(unittest.TestCase):
     def parse(self, argv):
-        parser = argparse.ArgumentParser(prog="tools/zfuzz")
+        parser = cli.OneLineParser(prog="tools/zfuzz")
         sub = parser.add_subparsers(dest="command")
         bench.add_parser(sub)
         return parser.parse_args(argv)
@@ -54,7 +54,7 @@ class ParserTest(unittest.TestCase):
         self.assertIn("not allowed with", err.getvalue())
 
     def test_unknown_flag_is_refused(self):
-        parser = argparse.ArgumentParser(prog="tools/zfuzz")
+        parser = cli.OneLineParser(prog="tools/zfuzz")
         sub = parser.add_subparsers(dest="command")
         bench.add_parser(sub)
         args, extra = parser.parse_known_args(["bench", "--bogus"])
