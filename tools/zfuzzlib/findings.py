@@ -43,7 +43,7 @@ _ACCESS_RE = re.compile(r"^(READ|WRITE) of size (\d+)")
 _SKIP_FRAME = re.compile(
     r"^(__sanitizer|__asan|__lsan|__ubsan|__msan|__tsan|__interceptor|__interception|"
     r"fuzzer::|abort|raise|__pthread_kill|pthread_kill|__libc_|_start|start_thread|clone|"
-    r"kc_warn_report|kc_bug_report|kc::CaptureStack|kc::FormatStack|"
+    r"kc_warn_report|kc_warn_abort|kc_bug_report|kc::CaptureStack|kc::FormatStack|"
     r"operator new|operator delete|malloc|calloc|realloc|free|"
     r"std::__|__cxa_|__gxx_|_Unwind|"
     r"LLVMFuzzerTestOneInput|main$|\(/)")

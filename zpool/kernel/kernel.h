@@ -94,6 +94,10 @@ bool kc_warn_report(const char *file, int line, const char *func, const char *co
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void kc_bug_report(const char *file, int line, const char *func, const char *cond);
 #define KC_NO_MESSAGE_ nullptr
+// The abort of a WARN under the abort policy, inlined into the caller's frame. Deliberately not
+// [[noreturn]]: clang's coverage mapping ends a region at a noreturn call, so every line of a
+// WARN's expansion after it, and the statement after the WARN, would count as never run.
+[[gnu::always_inline]] inline void kc_warn_abort(void) { abort(); }
 
 // WARN_ON(cond): evaluates to the truth of cond; reports file, line, function and a stack trace.
 #define WARN_ON(cond)                                                                          \
@@ -101,7 +105,7 @@ void kc_bug_report(const char *file, int line, const char *func, const char *con
     bool kc_warn_cond_ = static_cast<bool>(cond);                                              \
     if (__builtin_expect(kc_warn_cond_, 0) &&                                                  \
         kc_warn_report(__FILE__, __LINE__, __func__, #cond, KC_NO_MESSAGE_))                   \
-      abort();                                                                                 \
+      kc_warn_abort();                                                                         \
     kc_warn_cond_;                                                                             \
   })
 
@@ -110,7 +114,7 @@ void kc_bug_report(const char *file, int line, const char *func, const char *con
     bool kc_warn_cond_ = static_cast<bool>(cond);                                              \
     if (__builtin_expect(kc_warn_cond_, 0) &&                                                  \
         kc_warn_report(__FILE__, __LINE__, __func__, #cond, fmt __VA_OPT__(, ) __VA_ARGS__))   \
-      abort();                                                                                 \
+      kc_warn_abort();                                                                         \
     kc_warn_cond_;                                                                             \
   })
 
@@ -120,7 +124,7 @@ void kc_bug_report(const char *file, int line, const char *func, const char *con
     bool kc_warn_cond_ = static_cast<bool>(cond);                                              \
     if (__builtin_expect(kc_warn_cond_, 0) && kc_warn_once_should_fire(&kc_warn_once_) &&      \
         kc_warn_report(__FILE__, __LINE__, __func__, #cond, KC_NO_MESSAGE_))                   \
-      abort();                                                                                 \
+      kc_warn_abort();                                                                         \
     kc_warn_cond_;                                                                             \
   })
 
@@ -130,7 +134,7 @@ void kc_bug_report(const char *file, int line, const char *func, const char *con
     bool kc_warn_cond_ = static_cast<bool>(cond);                                              \
     if (__builtin_expect(kc_warn_cond_, 0) && kc_warn_once_should_fire(&kc_warn_once_) &&      \
         kc_warn_report(__FILE__, __LINE__, __func__, #cond, fmt __VA_OPT__(, ) __VA_ARGS__))   \
-      abort();                                                                                 \
+      kc_warn_abort();                                                                         \
     kc_warn_cond_;                                                                             \
   })
 
@@ -174,7 +178,7 @@ const char *kc_might_sleep_message(void);
     if (__builtin_expect(kc_in_atomic(), 0) &&                                                 \
         kc_warn_report(__FILE__, __LINE__, __func__, "might_sleep()", "%s",                    \
                        kc_might_sleep_message()))                                              \
-      abort();                                                                                 \
+      kc_warn_abort();                                                                         \
   } while (0)
 #define might_sleep_if(cond)                                                                   \
   do {                                                                                         \
