@@ -36,6 +36,7 @@
 // driver operation or a user callback runs.
 #include "zpool/zpool.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <new>
@@ -178,6 +179,27 @@ thread_local constinit ThreadMapping t_mapping = {};
 thread_local constinit CallFrame *t_calls = nullptr;
 
 bool ThreadMapsAtomic() { return t_mapping.pool != nullptr && !t_mapping.sleepable; }
+
+// May this thread sleep? Not while it maps a handle of a backend that cannot sleep mapped, nor in
+// atomic context for another reason (a spinlock held around the call: the kernel's "sleeping
+// function called from invalid context"). The reason, for the reports; empty when it may.
+struct AtomicWhy {
+  char text[200];
+};
+AtomicWhy WhyAtomic() {
+  AtomicWhy why = {""};
+  if (ThreadMapsAtomic())
+    snprintf(why.text, sizeof(why.text),
+             "this thread maps handle %#lx of pool %p, which cannot sleep mapped (missing "
+             "zpool_unmap_handle()?)",
+             t_mapping.handle, static_cast<void *>(t_mapping.pool));
+  else if (kc_in_atomic())
+    snprintf(why.text, sizeof(why.text),
+             "this thread is in atomic context (preempt_count %d: holding a spinlock?)",
+             preempt_count());
+  return why;
+}
+bool MaySleep() { return !ThreadMapsAtomic() && !kc_in_atomic(); }
 
 CallFrame *InnermostCallOn(const struct zpool *pool, CallFrame *from) {
   for (CallFrame *f = from; f != nullptr; f = f->outer)
@@ -341,12 +363,11 @@ struct zpool *zpool_create_pool(const char *type, const char *name, gfp_t gfp,
     pr_err("zpool: no pool type given\n");
     return nullptr;
   }
-  if (ZPOOL_CHECKS && ThreadMapsAtomic()) {
+  if (ZPOOL_CHECKS && !MaySleep()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_SLEEP_WHILE_MAPPED,
                  "sleeping function called from invalid context: zpool_create_pool(%s) may "
-                 "sleep, but this thread maps handle %#lx of pool %p, which cannot sleep "
-                 "mapped; refused: missing zpool_unmap_handle()?",
-                 type, t_mapping.handle, static_cast<void *>(t_mapping.pool));
+                 "sleep, but %s; refused",
+                 type, WhyAtomic().text);
     return nullptr;
   }
   pr_debug("zpool: creating pool type %s\n", type);
@@ -453,14 +474,11 @@ const char *zpool_get_type(struct zpool *pool) {
 int zpool_malloc(struct zpool *pool, size_t size, gfp_t gfp, unsigned long *handle) {
   ZPOOL_CALL(call, pool, -EINVAL);
   if (handle == nullptr) return -EINVAL;
-  if (ZPOOL_CHECKS && gfpflags_allow_blocking(gfp) && ThreadMapsAtomic()) {
+  if (ZPOOL_CHECKS && gfpflags_allow_blocking(gfp) && !MaySleep()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_SLEEP_WHILE_MAPPED,
                  "sleeping function called from invalid context: zpool_malloc(%p, %zu, gfp "
-                 "%#x) may sleep, but this thread maps handle %#lx of pool %p, which cannot "
-                 "sleep mapped; allocating without __GFP_DIRECT_RECLAIM: missing "
-                 "zpool_unmap_handle()?",
-                 static_cast<void *>(pool), size, gfp, t_mapping.handle,
-                 static_cast<void *>(t_mapping.pool));
+                 "%#x) may sleep, but %s; allocating without __GFP_DIRECT_RECLAIM",
+                 static_cast<void *>(pool), size, gfp, WhyAtomic().text);
     gfp &= ~__GFP_DIRECT_RECLAIM;
   }
   return pool->driver->malloc(pool->pool, size, gfp, handle);
@@ -495,14 +513,11 @@ int zpool_shrink(struct zpool *pool, unsigned int pages, unsigned int *reclaimed
   if (reclaimed != nullptr) *reclaimed = 0;
   ZPOOL_CALL(call, pool, -EINVAL, PoolCall::kPushFrame);
   if (!pool->evictable) return -EINVAL;
-  if (ZPOOL_CHECKS && ThreadMapsAtomic()) {
+  if (ZPOOL_CHECKS && !MaySleep()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_SLEEP_WHILE_MAPPED,
                  "sleeping function called from invalid context: zpool_shrink(%p, %u) calls "
-                 "the evict callback, which may sleep, but this thread maps handle %#lx of pool "
-                 "%p, which cannot sleep mapped; refused (-EBUSY): missing "
-                 "zpool_unmap_handle()?",
-                 static_cast<void *>(pool), pages, t_mapping.handle,
-                 static_cast<void *>(t_mapping.pool));
+                 "the evict callback, which may sleep, but %s; refused (-EBUSY)",
+                 static_cast<void *>(pool), pages, WhyAtomic().text);
     return -EBUSY;
   }
   return pool->driver->shrink(pool->pool, pages, reclaimed);

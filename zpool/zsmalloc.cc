@@ -394,6 +394,26 @@ void PutMapAreas() {
 thread_local int t_maps = 0;
 thread_local struct zs_pool *t_map_pool = nullptr;
 
+// Why this thread may not sleep, for the sleep-while-mapped reports: it holds a mapping (the
+// usual mistake: a missing zs_unmap_object()) or is in atomic context for another reason (a
+// spinlock held around the call, as in the kernel's "sleeping function called from invalid
+// context"). Empty when it may sleep.
+struct AtomicWhy {
+  char text[160];
+};
+AtomicWhy WhyAtomic() {
+  AtomicWhy why = {""};
+  if (t_maps > 0)
+    snprintf(why.text, sizeof(why.text),
+             "this thread holds a mapping of pool %p on cpu %d (missing zs_unmap_object()?)",
+             static_cast<void *>(t_map_pool), kc_current_cpu());
+  else if (kc_in_atomic())
+    snprintf(why.text, sizeof(why.text),
+             "this thread is in atomic context (preempt_count %d: holding a spinlock?)",
+             preempt_count());
+  return why;
+}
+
 // ---- Raw memory accessors --------------------------------------------------------------------
 // The allocator's own reads and writes of object memory: built without ASan instrumentation (and
 // without turning loops into calls to the checked memcpy/memset), so they neither trip on the
@@ -1115,11 +1135,10 @@ __attribute__((format(printf, 3, 4))) int fail(char *why, size_t len, const char
 
 struct zs_pool *zs_create_pool(const char *name) {
   gfp_t gfp = GFP_KERNEL;
-  if (ZPOOL_CHECKS && t_maps > 0) {
+  if (ZPOOL_CHECKS && kc_in_atomic()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_SLEEP_WHILE_MAPPED,
-                 "zs_create_pool(\"%s\") may sleep, but this thread holds a mapping of pool %p "
-                 "on cpu %d (missing zs_unmap_object()?); allocating without direct reclaim",
-                 name ? name : "", static_cast<void *>(t_map_pool), kc_current_cpu());
+                 "zs_create_pool(\"%s\") may sleep, but %s; allocating without direct reclaim",
+                 name ? name : "", WhyAtomic().text);
     gfp = GFP_NOWAIT;
   }
   struct kmem_cache *pool_cache = PoolCache();
@@ -1241,12 +1260,10 @@ unsigned long zs_malloc(struct zs_pool *pool, size_t size, gfp_t gfp) {
   if (__builtin_expect(size == 0, 0)) return reinterpret_cast<unsigned long>(ERR_PTR(-EINVAL));
   if (__builtin_expect(size > ZS_MAX_ALLOC_SIZE, 0))
     return reinterpret_cast<unsigned long>(ERR_PTR(-ENOSPC));
-  if (ZPOOL_CHECKS && __builtin_expect(t_maps > 0, 0) && gfpflags_allow_blocking(gfp)) {
+  if (ZPOOL_CHECKS && gfpflags_allow_blocking(gfp) && __builtin_expect(kc_in_atomic(), 0)) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_SLEEP_WHILE_MAPPED,
-                 "zs_malloc(%p, %zu, %#x) may sleep, but this thread holds a mapping of pool %p "
-                 "on cpu %d (missing zs_unmap_object()?); allocating without direct reclaim",
-                 static_cast<void *>(pool), size, gfp, static_cast<void *>(t_map_pool),
-                 kc_current_cpu());
+                 "zs_malloc(%p, %zu, %#x) may sleep, but %s; allocating without direct reclaim",
+                 static_cast<void *>(pool), size, gfp, WhyAtomic().text);
     gfp &= ~__GFP_DIRECT_RECLAIM;
   }
 
@@ -1590,12 +1607,10 @@ unsigned long zs_get_total_pages(struct zs_pool *pool) {
 
 unsigned long zs_compact(struct zs_pool *pool) {
   ZS_ENTER_POOL(pool, 0, "zs_compact(%p)", static_cast<void *>(pool));
-  if (ZPOOL_CHECKS && t_maps > 0) {
+  if (ZPOOL_CHECKS && kc_in_atomic()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_SLEEP_WHILE_MAPPED,
-                 "zs_compact(%p \"%s\") may sleep, but this thread holds a mapping of pool %p "
-                 "on cpu %d (missing zs_unmap_object()?); refused, nothing compacted",
-                 static_cast<void *>(pool), pool->name, static_cast<void *>(t_map_pool),
-                 kc_current_cpu());
+                 "zs_compact(%p \"%s\") may sleep, but %s; refused, nothing compacted",
+                 static_cast<void *>(pool), pool->name, WhyAtomic().text);
     return 0;
   }
   // Compaction runs under pool->lock: a second one at the same time would only contend.
