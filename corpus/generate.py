@@ -61,34 +61,41 @@ def random_seeds(count, seed):
 
 
 # ---- zpool_misuse_fuzz: kind (0 zbud, 1 zsmalloc, 2 zpool/zbud, 3 zpool/zsmalloc), then ops
-# (0..19, see Run::Step) with their arguments.
+# (0..MISUSE_LAST_OP, see Run::Step) with their arguments.
+MISUSE_LAST_OP = 21
+
+
 def misuse_seeds():
     seeds = []
     size_max = 3968  # the harness caps sizes at zbud's maximum
+    last = MISUSE_LAST_OP
 
     def malloc(e, size, kernel=True):
-        e.int(0, 0, 19).int(size, 1, size_max).bool(kernel)
+        e.int(0, 0, last).int(size, 1, size_max).bool(kernel)
 
     for kind in range(4):
         # Every misuse once, on a pool with a few objects (object indexes chosen below the live
         # count at each point).
-        for op, args in [(5, []), (6, []), (7, [("i", 0), ("i", 1)]), (8, [("i", 0)]),
+        use_after_destroy = [(6, [("c", call)]) for call in range(8)]  # each entry point
+        under_spinlock = [(20, [("s", 0), ("n", 300)])] + [(20, [("s", w)]) for w in (1, 2, 3)]
+        for op, args in use_after_destroy + under_spinlock + [(21, [])] + [
+                         (5, []), (7, [("i", 0), ("i", 1)]), (8, [("i", 0)]),
                          (9, [("i", 1)]), (10, [("i", 0), ("n", 900), ("b", False)]),
                          (10, [("i", 1), ("n", 50), ("b", True)]), (11, [("i", 2)]),
                          (12, [("b", False), ("i", 0)]), (12, [("b", True), ("i", 0)]),
                          (13, [("f", 0)]), (14, [("w", 0), ("b", False)]),
                          (14, [("w", 1), ("b", True), ("i", 0)]), (14, [("w", 2), ("b", False)]),
                          (14, [("w", 3), ("b", True)]), (15, [("i", 0), ("x", 3), ("b", True)]),
-                         (16, [("i", 0), ("a", 0)]),  # object 0 has 700 bytes (17, []), (18, [("i", 0), ("i", 1)]),
-                         (19, [])]:
+                         (16, [("i", 0), ("a", 0)]),  # object 0 has 700 bytes
+                         (17, []), (18, [("i", 0), ("i", 1)]), (19, [])]:
             e = fdp.Encoder().int(kind, 0, 3)
             for size in (700, 1800, 100, 2900):
                 malloc(e, size)
             live = 4
             if op == 13:  # an old freed handle needs a free first
-                e.int(2, 0, 19).int(0, 0, live - 1)
+                e.int(2, 0, last).int(0, 0, live - 1)
                 live -= 1
-            e.int(op, 0, 19)
+            e.int(op, 0, last)
             for what, value in args:
                 if what == "i":
                     e.int(value, 0, live - 1)
@@ -104,8 +111,13 @@ def misuse_seeds():
                     e.int(value, 1, 64)
                 elif what == "a":
                     e.int(value, 0, 699)
-            e.int(3, 0, 19).int(0, 0, max(live - 1, 0))  # a legal map afterwards
-            seeds.append((f"misuse-k{kind}-op{op}", e.data()))
+                elif what == "c":
+                    e.int(value, 0, 7)
+                elif what == "s":
+                    e.int(value, 0, 3)
+            e.int(3, 0, last).int(0, 0, max(live - 1, 0))  # a legal map afterwards
+            tag = "".join(str(v) for w, v in args if w in "cs")
+            seeds.append((f"misuse-k{kind}-op{op}{'-' + tag if tag else ''}", e.data()))
     return seeds
 
 

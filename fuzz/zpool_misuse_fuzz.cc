@@ -22,6 +22,7 @@
 
 #include "fuzz/api/program.h"
 #include "fuzz/api/subject.h"
+#include "zpool/kernel/lock.h"
 #include "zpool/kernel/sanitizer.h"
 #include "zpool/misuse.h"
 #include "zpool/zbud.h"
@@ -51,6 +52,9 @@ struct Obj {
   uint32_t gen;
 };
 
+// The lock a misbehaving caller holds around a call that may sleep (SleepInAtomic).
+constinit kc::LockClass g_atomic_lock_class("misuse caller's spinlock");
+
 // A pool only used to look up zsmalloc's size classes (for the redzone slack); created once.
 struct zs_pool *g_class_pool = nullptr;
 
@@ -70,7 +74,7 @@ class Run {
     ZFUZZ_CHECK(other_->Create(false), "second pool creation failed");
     ZFUZZ_CHECK(other_->Malloc(100, GFP_KERNEL, &foreign_, 1000) == 0, "foreign malloc failed");
     for (int step = 0; step < 96 && in_.remaining_bytes() > 0; step++) {
-      Step(in_.ConsumeIntegralInRange<int>(0, 19));
+      Step(in_.ConsumeIntegralInRange<int>(0, kLastOp));
       char why[512] = "";
       ZFUZZ_CHECK(main_->Validate(why, sizeof(why)) == 0, "validator after a misuse: %s", why);
       if (step % 8 == 7) VerifyAll("periodic check");
@@ -197,6 +201,14 @@ class Run {
   // The evict callback of the main pool: policy decided by the operation that reclaims.
   int Evict(unsigned long handle) {
     if (evict_without_freeing_) return 0;  // the bad-evict misuse
+    if (destroy_in_evict_) {
+      // The destroy-from-evict misuse: the reclaim that called us is a call in flight, so the
+      // destroy must be refused and the pool stay usable (keep_stale: the subject keeps it).
+      Note("/* misuse: the evict callback destroys its own pool */");
+      main_->Destroy(/*keep_stale=*/true);
+      destroys_in_evict_++;
+      return -EBUSY;
+    }
     return -EBUSY;                          // a legal refusal
   }
 
@@ -272,8 +284,15 @@ class Run {
       case 19:
         LegalReclaim();
         return;
+      case 20:
+        SleepInAtomic(in_.ConsumeIntegralInRange<int>(0, 3));
+        return;
+      case 21:
+        DestroyFromEvict();
+        return;
     }
   }
+  static constexpr int kLastOp = 21;
 
   void DestroyNonEmpty() {
     if (objects_.empty()) return;
@@ -288,13 +307,67 @@ class Run {
 
   void UseAfterDestroy() {
     while (!objects_.empty()) FreeLegal(objects_.size() - 1);
+    // A handle the pool once gave out (freed just before the destroy), or 0 when none was.
+    const unsigned long stale = freed_.empty() ? 0 : freed_.back().second;
+    const int stale_id = freed_.empty() ? -1 : freed_.back().first;
     main_->Destroy(/*keep_stale=*/true);
+    // Every entry point must notice the destroyed pool, not only malloc.
+    const int call = in_.ConsumeIntegralInRange<int>(0, 7);
     Note("/* misuse: a call on the pool just destroyed */");
     Snapshot before = Take();
-    unsigned long h = 0;
-    int err = main_->Malloc(64, GFP_KERNEL, &h, next_id_);
-    Expect(before, "malloc on a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
-    ZFUZZ_CHECK(err == -EINVAL, "malloc on a destroyed pool returned %d, not -EINVAL", err);
+    switch (call) {
+      case 1:
+        main_->Free(stale, stale_id);
+        Expect(before, "free on a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+        break;
+      case 2: {
+        void *p = main_->Map(stale, MapMode::kRO, stale_id);
+        Expect(before, "map on a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+        ZFUZZ_CHECK(p == nullptr, "map on a destroyed pool returned %p, not NULL", p);
+        break;
+      }
+      case 3:
+        main_->Unmap(stale, stale_id);
+        Expect(before, "unmap on a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+        break;
+      case 4:
+        if (main_->CanEvict()) {
+          unsigned int reclaimed = 0;
+          int err = main_->Reclaim(1, &reclaimed);
+          Expect(before, "reclaim on a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+          ZFUZZ_CHECK(err == -EINVAL && reclaimed == 0,
+                      "reclaim on a destroyed pool returned %d (%u reclaimed), not -EINVAL", err,
+                      reclaimed);
+          break;
+        }
+        [[fallthrough]];
+      case 5:
+        if (main_->CanCompact()) {
+          unsigned long freed = main_->Compact();
+          Expect(before, "compaction of a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+          ZFUZZ_CHECK(freed == 0, "compaction of a destroyed pool freed %lu pages", freed);
+          break;
+        }
+        [[fallthrough]];
+      case 6: {
+        u64 pages = main_->TotalPages();
+        Expect(before, "size of a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+        ZFUZZ_CHECK(pages == 0, "a destroyed pool reports %llu pages",
+                    static_cast<unsigned long long>(pages));
+        break;
+      }
+      case 7:
+        main_->Destroy();
+        Expect(before, "destroy of a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+        break;
+      default: {
+        unsigned long h = 0;
+        int err = main_->Malloc(64, GFP_KERNEL, &h, next_id_);
+        Expect(before, "malloc on a destroyed pool", ZPOOL_MISUSE_USE_AFTER_DESTROY);
+        ZFUZZ_CHECK(err == -EINVAL, "malloc on a destroyed pool returned %d, not -EINVAL", err);
+        break;
+      }
+    }
     freed_.clear();
     CreateMain();
   }
@@ -512,6 +585,89 @@ class Run {
     Rewrite(o);  // the write may or may not have reached the object: give it known contents
   }
 
+  // The kernel's classic "sleeping function called from invalid context": a call that may sleep
+  // (GFP_KERNEL malloc, reclaim, compaction, pool creation) made under a spinlock. Every backend
+  // must WARN once, then either proceed without sleeping (malloc, creation) or refuse (reclaim,
+  // compaction), and stay consistent.
+  void SleepInAtomic(int what) {
+    if (what == 1 && !(main_->CanEvict() && !objects_.empty())) what = 0;
+    if (what == 2 && !main_->CanCompact()) what = 0;
+    Note("/* misuse: a call that may sleep, under a spinlock */");
+    if (Tracing()) TraceLine("spin_lock(&lock)");
+    Snapshot before = Take();
+    spin_lock(&atomic_lock_);
+    switch (what) {
+      case 1: {
+        unsigned int reclaimed = 0;
+        int err = main_->Reclaim(1, &reclaimed);
+        spin_unlock(&atomic_lock_);
+        Expect(before, "reclaim under a spinlock", ZPOOL_MISUSE_SLEEP_WHILE_MAPPED);
+        ZFUZZ_CHECK(err != 0 && reclaimed == 0,
+                    "reclaim under a spinlock ran (%d, %u reclaimed): evict callbacks may sleep",
+                    err, reclaimed);
+        break;
+      }
+      case 2: {
+        unsigned long freed = main_->Compact();
+        spin_unlock(&atomic_lock_);
+        Expect(before, "compaction under a spinlock", ZPOOL_MISUSE_SLEEP_WHILE_MAPPED);
+        ZFUZZ_CHECK(freed == 0, "compaction under a spinlock freed %lu pages", freed);
+        break;
+      }
+      case 3: {
+        std::unique_ptr<Subject> extra = zfuzz::MakeSubject(kind_, 2);
+        bool created = extra->Create(/*with_evict=*/false);
+        spin_unlock(&atomic_lock_);
+        Expect(before, "pool creation under a spinlock", ZPOOL_MISUSE_SLEEP_WHILE_MAPPED);
+        // zbud and zsmalloc create without sleeping; zpool refuses (its backend's create may
+        // sleep in ways it cannot strip).
+        ZFUZZ_CHECK(created != via_zpool_, "pool creation under a spinlock %s on %s",
+                    created ? "succeeded" : "failed", zfuzz::KindName(kind_));
+        if (created) {
+          Snapshot after = Take();
+          extra->Destroy();
+          Expect(after, "destroy of an empty pool", NONE);
+        }
+        break;
+      }
+      default: {
+        Obj n{next_id_++, 0, DecodeSize(), 0};
+        int err = main_->Malloc(n.size, GFP_KERNEL, &n.handle, n.id);
+        spin_unlock(&atomic_lock_);
+        Expect(before, "GFP_KERNEL malloc under a spinlock", ZPOOL_MISUSE_SLEEP_WHILE_MAPPED);
+        ZFUZZ_CHECK(err == 0, "malloc under a spinlock failed (%d): it must proceed without "
+                    "sleeping", err);
+        Rewrite(n);
+        objects_.push_back(n);
+        break;
+      }
+    }
+    if (Tracing()) TraceLine("spin_unlock(&lock)");
+  }
+
+  // Destroying a pool from its own evict callback: a call (the reclaim) is in flight, so each
+  // destroy is refused with one destroy-busy WARN (zpool_shrink retries the eviction, so there
+  // may be several), and the reclaim ends normally.
+  void DestroyFromEvict() {
+    if (!main_->CanEvict() || objects_.empty()) return;
+    destroy_in_evict_ = true;
+    destroys_in_evict_ = 0;
+    Snapshot before = Take();
+    unsigned int reclaimed = 0;
+    int err = main_->Reclaim(1, &reclaimed);
+    destroy_in_evict_ = false;
+    Snapshot after = Take();
+    const unsigned long busy =
+        after.counts[ZPOOL_MISUSE_DESTROY_BUSY] - before.counts[ZPOOL_MISUSE_DESTROY_BUSY];
+    ZFUZZ_CHECK(destroys_in_evict_ > 0 && busy == destroys_in_evict_ &&
+                    after.warns - before.warns == busy,
+                "destroy from the evict callback on %s: %lu destroy(s), %lu destroy-busy WARNs, "
+                "%lu WARNs in all",
+                zfuzz::KindName(kind_), destroys_in_evict_, busy, after.warns - before.warns);
+    ZFUZZ_CHECK(err != 0 && reclaimed == 0,
+                "reclaim whose evict refused succeeded (%d, %u reclaimed)", err, reclaimed);
+  }
+
   void BadEvict() {
     if (!main_->CanEvict() || objects_.empty()) return;
     Note("/* misuse: an evict callback that returns 0 without freeing its handle */");
@@ -544,6 +700,9 @@ class Run {
   unsigned long foreign_ = 0;
   int next_id_ = 0;
   bool evict_without_freeing_ = false;
+  bool destroy_in_evict_ = false;
+  unsigned long destroys_in_evict_ = 0;
+  spinlock_t atomic_lock_{g_atomic_lock_class};
   unsigned long pages_before_ = 0, meta_before_ = 0;
 };
 

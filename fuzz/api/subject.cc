@@ -221,6 +221,24 @@ class ZsSubject : public Subject {
     return stats.pages_compacted;
   }
   bool CanCompact() const override { return true; }
+  // zs_huge_class_size() is the watermark zram uses to store incompressible pages whole: sizes
+  // from it up go to a huge class (one object per page), smaller ones do not; and no class
+  // spans more pages than the chain size.
+  int CheckHugeClass(char *why, size_t len) {
+    const size_t huge = zs_huge_class_size(pool_);
+    struct zs_class_info at = {}, below = {};
+    if (huge < 2 || huge > PAGE_SIZE || zs_lookup_class(pool_, huge, &at) != 0 ||
+        zs_lookup_class(pool_, huge - 1, &below) != 0 || !at.huge || below.huge ||
+        at.pages_per_zspage != 1 || below.pages_per_zspage > zs_chain_size()) {
+      snprintf(why, len,
+               "zs_huge_class_size() = %zu: class of that size huge=%d (%d pages), of one byte "
+               "less huge=%d (%d pages, chain size %d)",
+               huge, at.huge, at.pages_per_zspage, below.huge, below.pages_per_zspage,
+               zs_chain_size());
+      return -EUCLEAN;
+    }
+    return 0;
+  }
   int Reclaim(unsigned int, unsigned int *reclaimed) override {
     if (reclaimed) *reclaimed = 0;
     return -EINVAL;  // zsmalloc has no eviction
@@ -232,7 +250,10 @@ class ZsSubject : public Subject {
     return pages;
   }
   size_t MaxSize() const override { return PAGE_SIZE; }
-  int Validate(char *why, size_t len) override { return zs_validate_TestOnly(pool_, why, len); }
+  int Validate(char *why, size_t len) override {
+    if (int err = zs_validate_TestOnly(pool_, why, len)) return err;
+    return CheckHugeClass(why, len);
+  }
   bool RejectsHighmem() const override { return false; }
 
  private:
