@@ -1173,3 +1173,110 @@ int zbud_validate_TestOnly(struct zbud_pool *pool, char *why, size_t len) {
   if (why != nullptr && len != 0) snprintf(why, len, "%s", validator.error());
   return -EUCLEAN;
 }
+
+// The validator's own test: each corruption below breaks one invariant the validator checks,
+// which it must then name; the state is restored exactly before the lock is dropped.
+int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handle, int kind,
+                                     char *why, size_t len) {
+  PoolCall call(pool);
+  if (!call.live() || pool == nullptr || kind < 0 || kind >= ZBUD_CORRUPTIONS) return -EINVAL;
+  spin_lock(&pool->lock);
+  const HandleInfo h = LookupHandle(pool, handle);
+  if (h.state != HandleState::kLive) {
+    spin_unlock(&pool->lock);
+    return -EINVAL;
+  }
+  zbud_header *const zhdr = h.zhdr;
+  const Buddy bud = h.bud, other = bud == FIRST ? LAST : FIRST;
+  struct page *const page = virt_to_page(zhdr);
+  char *obj = nullptr;
+  const u64 pages_nr = pool->pages_nr.load(std::memory_order_relaxed);
+  struct {
+    u8 first_chunks, last_chunks;
+    bool under_reclaim;
+    Buddy evicting;
+    u32 size[2];
+  } saved;  // the header's plain fields (the list links are never touched)
+  u32 saved_state = 0;
+  char saved_byte = 0;
+  bool applies = true;
+  {
+    HeaderAccess access(zhdr);
+    obj = BuddyAddress(zhdr, bud);
+    saved.first_chunks = zhdr->first_chunks;
+    saved.last_chunks = zhdr->last_chunks;
+    saved.under_reclaim = zhdr->under_reclaim;
+    saved.evicting = zhdr->evicting;
+    saved.size[0] = zhdr->size[0];
+    saved.size[1] = zhdr->size[1];
+    saved_state = zhdr->map_state[bud].load(std::memory_order_relaxed);
+    if (zhdr->under_reclaim) kind = -1;  // an evict callback's call: leave that page alone
+    switch (kind) {
+      case 0:
+        page->owner = nullptr;
+        break;
+      case 1:
+        zhdr->under_reclaim = true;
+        break;
+      case 2:
+        zhdr->evicting = bud;
+        break;
+      case 3:
+        zhdr->first_chunks = zhdr->last_chunks = 0;
+        break;
+      case 4:
+        zhdr->first_chunks = NCHUNKS;
+        break;
+      case 5:
+        zhdr->map_state[bud].store(saved_state & ~kAllocated, std::memory_order_relaxed);
+        break;
+      case 6:
+        zhdr->size[bud] = 0;
+        break;
+      case 7:  // a byte of the redzone (object memory is poisoned or unaddressable in ASan/MSan)
+        applies = ZPOOL_CHECKS && !kc::kAsan && !kc::kMsan &&
+                  SlotBytes(zhdr->size[bud]) > zhdr->size[bud];
+        if (applies) {
+          saved_byte = obj[zhdr->size[bud]];
+          obj[zhdr->size[bud]] = static_cast<char>(~saved_byte);
+        }
+        break;
+      case 8:
+        pool->pages_nr.store(pages_nr + 1, std::memory_order_relaxed);
+        break;
+      case 9:
+        pool->objects++;
+        break;
+      case 10:  // a free buddy that remembers a size
+        applies = Chunks(zhdr, other) == 0;
+        if (applies) zhdr->size[other] = 1;
+        break;
+      default:
+        applies = false;
+        break;
+    }
+  }
+  int result = -EINVAL;
+  if (applies) {
+    Validator validator(pool);
+    validator.Run(pool);
+    result = validator.ok() ? 0 : -EUCLEAN;
+    if (why != nullptr && len != 0) snprintf(why, len, "%s", validator.error());
+  }
+  {
+    HeaderAccess access(zhdr);
+    page->owner = pool;
+    zhdr->first_chunks = saved.first_chunks;
+    zhdr->last_chunks = saved.last_chunks;
+    zhdr->under_reclaim = saved.under_reclaim;
+    zhdr->evicting = saved.evicting;
+    zhdr->size[0] = saved.size[0];
+    zhdr->size[1] = saved.size[1];
+    zhdr->map_state[bud].store(saved_state, std::memory_order_relaxed);
+    if (kind == 7 && applies) obj[zhdr->size[bud]] = saved_byte;
+  }
+  pool->pages_nr.store(pages_nr, std::memory_order_relaxed);
+  if (kind == 9) pool->objects--;
+  spin_unlock(&pool->lock);
+  return result;
+}

@@ -33,5 +33,14 @@ size_t zbud_max_alloc_size(void);
 // Checks every invariant of the pool (see zbud.cc). Returns 0, or -EUCLEAN with the first
 // violation described in `why` (NUL-terminated, may be NULL).
 int zbud_validate_TestOnly(struct zbud_pool *pool, char *why, size_t len);
+// The validator's own test (fuzzers run it): breaks invariant `kind` (0 .. ZBUD_CORRUPTIONS - 1:
+// page owner, under_reclaim, eviction state, no buddy, chunk overflow, allocated bit, size,
+// redzone, pages_nr, object count, size of a free buddy) on the page of a live `handle`, runs the
+// validator, restores the exact state. -EUCLEAN with the violation in `why` when the validator
+// caught it, 0 when it missed it (a validator bug), -EINVAL when the corruption does not apply.
+// REQUIRES: no other call on the pool meanwhile (maps are lock-free).
+enum { ZBUD_CORRUPTIONS = 11 };
+int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handle, int kind,
+                                     char *why, size_t len);
 
 #endif  // ZPOOL_ZBUD_H_

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "zpool/kernel/kernel.h"
+#include "zpool/kernel/sanitizer.h"
 #include "zpool/misuse.h"
 #include "zpool/zbud.h"
 
@@ -633,3 +634,35 @@ TEST_F(ZbudTest, EveryInjectedFailureInASequenceIsHandled) {
 }
 
 }  // namespace
+
+// ---- The validator's own test ----------------------------------------------------------------
+
+// Every corruption the validator's self-test applies is caught, named, and undone.
+TEST_F(ZbudTest, ValidatorCatchesEveryCorruptionAndTheStateIsRestored) {
+  zbud_pool *pool = NewPool();
+  const unsigned long h = Alloc(pool, 100);  // a first buddy with slack; the last buddy free
+  Fill(pool, h, 100, 7);
+  const char *const expected[ZBUD_CORRUPTIONS] = {
+      "not this pool", "under reclaim", "eviction state", "no buddy", "exceed",
+      "without kAllocated", "chunks for size", "redzone", "pages_nr", "objects counted",
+      "free last buddy with size"};
+  for (int kind = 0; kind < ZBUD_CORRUPTIONS; kind++) {
+    char why[256] = "";
+    int err = zbud_validate_corrupted_TestOnly(pool, h, kind, why, sizeof(why));
+    if (kind == 7 && (kc::kAsan || kc::kMsan)) {
+      EXPECT_EQ(err, -EINVAL) << "the redzone is unaddressable under ASan/MSan";
+    } else {
+      EXPECT_EQ(err, -EUCLEAN) << "corruption " << kind << " missed";
+      EXPECT_NE(strstr(why, expected[kind]), nullptr) << kind << ": " << why;
+    }
+    ExpectValid(pool);
+    EXPECT_TRUE(Holds(pool, h, 100, 7));
+  }
+  EXPECT_EQ(zbud_validate_corrupted_TestOnly(pool, h, ZBUD_CORRUPTIONS, nullptr, 0), -EINVAL);
+  EXPECT_EQ(zbud_validate_corrupted_TestOnly(pool, h + 1, 0, nullptr, 0), -EINVAL);
+  // With both buddies allocated there is no free buddy to corrupt.
+  const unsigned long h2 = Alloc(pool, 100);
+  EXPECT_EQ(zbud_validate_corrupted_TestOnly(pool, h, 10, nullptr, 0), -EINVAL);
+  zbud_free(pool, h2);
+  zbud_free(pool, h);
+}

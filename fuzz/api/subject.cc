@@ -149,6 +149,10 @@ class ZbudSubject : public Subject {
   }
   size_t MaxSize() const override { return zbud_max_alloc_size(); }
   int Validate(char *why, size_t len) override { return zbud_validate_TestOnly(pool_, why, len); }
+  int Corruptions() const override { return ZBUD_CORRUPTIONS; }
+  int ValidateCorrupted(unsigned long handle, int kind, char *why, size_t len) override {
+    return zbud_validate_corrupted_TestOnly(pool_, handle, kind, why, len);
+  }
   bool RejectsHighmem() const override { return true; }
 
  private:

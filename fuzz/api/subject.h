@@ -72,6 +72,13 @@ class Subject {
   virtual size_t MaxSize() const = 0;
   // 0, or -EUCLEAN with a description (backends without a validator: 0).
   virtual int Validate(char *why, size_t len) = 0;
+  // The validator's own test, where the backend has one: breaks invariant `kind` (0 ..
+  // Corruptions() - 1) on the page of `handle`, validates, restores. -EUCLEAN: caught; 0:
+  // missed; -EINVAL: does not apply here.
+  virtual int Corruptions() const { return 0; }
+  virtual int ValidateCorrupted(unsigned long handle, int kind, char *why, size_t len) {
+    return -EINVAL;
+  }
   // Whether Malloc rejects __GFP_HIGHMEM (zbud does, with -EINVAL).
   virtual bool RejectsHighmem() const = 0;
   // zpool only: queries the pool's properties (type, evictable, can_sleep_mapped,
