@@ -82,12 +82,14 @@ def misuse_seeds():
                          (5, []), (7, [("i", 0), ("i", 1)]), (8, [("i", 0)]),
                          (9, [("i", 1)]), (10, [("i", 0), ("n", 900), ("b", False)]),
                          (10, [("i", 1), ("n", 50), ("b", True)]), (11, [("i", 2)]),
-                         (12, [("b", False), ("i", 0)]), (12, [("b", True), ("i", 0)]),
-                         (13, [("f", 0)]), (14, [("w", 0), ("b", False)]),
-                         (14, [("w", 1), ("b", True), ("i", 0)]), (14, [("w", 2), ("b", False)]),
-                         (14, [("w", 3), ("b", True)]), (15, [("i", 0), ("x", 3), ("b", True)]),
+                         (12, [("k", 0), ("i", 0)]), (12, [("k", 1), ("i", 0)]),
+                         (12, [("k", 2), ("i", 0)]),
+                         (13, [("f", 0)]), (14, [("w", 0), ("k", 0)]),
+                         (14, [("w", 1), ("k", 1), ("i", 0)]), (14, [("w", 2), ("k", 2)]),
+                         (14, [("w", 3), ("k", 1)]), (14, [("w", 0), ("k", 2)]), (15, [("i", 0), ("x", 3), ("b", True)]),
                          (16, [("i", 0), ("a", 0)]),  # object 0 has 700 bytes
-                         (17, []), (18, [("i", 0), ("i", 1)]), (19, [])]:
+                         (17, [("b", False)]), (17, [("b", True)]), (18, [("i", 0), ("i", 1)]),
+                         (19, [])]:
             e = fdp.Encoder().int(kind, 0, 3)
             for size in (700, 1800, 100, 2900):
                 malloc(e, size)
@@ -115,8 +117,10 @@ def misuse_seeds():
                     e.int(value, 0, 7)
                 elif what == "s":
                     e.int(value, 0, 3)
+                elif what == "k":  # free, map or unmap
+                    e.int(value, 0, 2)
             e.int(3, 0, last).int(0, 0, max(live - 1, 0))  # a legal map afterwards
-            tag = "".join(str(v) for w, v in args if w in "cs")
+            tag = "".join(str(v) for w, v in args if w in "csk")
             seeds.append((f"misuse-k{kind}-op{op}{'-' + tag if tag else ''}", e.data()))
     return seeds
 

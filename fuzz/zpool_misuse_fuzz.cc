@@ -201,6 +201,20 @@ class Run {
   // The evict callback of the main pool: policy decided by the operation that reclaims.
   int Evict(unsigned long handle) {
     if (evict_without_freeing_) return 0;  // the bad-evict misuse
+    if (evict_frees_buddy_) {
+      // The bad-evict misuse of the other kind: freeing a handle it was not given, the other
+      // buddy of the page being reclaimed (zbud handles are addresses in the page).
+      for (size_t i = 0; i < objects_.size() && !buddy_freed_; i++) {
+        const Obj o = objects_[i];
+        if (o.handle == handle || (o.handle & PAGE_MASK) != (handle & PAGE_MASK)) continue;
+        Note("/* misuse: the evict callback frees the other buddy of its page */");
+        objects_.erase(objects_.begin() + static_cast<long>(i));
+        main_->Free(o.handle, o.id);
+        freed_.push_back({o.id, o.handle});
+        buddy_freed_ = true;
+      }
+      return -EBUSY;
+    }
     if (destroy_in_evict_) {
       // The destroy-from-evict misuse: the reclaim that called us is a call in flight, so the
       // destroy must be refused and the pool stay usable (keep_stale: the subject keeps it).
@@ -258,15 +272,15 @@ class Run {
         DestroyWhileMapped();
         return;
       case 12:
-        DoubleFreeLatest(in_.ConsumeBool());
+        DoubleFreeLatest(in_.ConsumeIntegralInRange<int>(0, 2));
         return;
       case 13:
         DoubleFreeOld();
         return;
       case 14: {  // (arguments read in order: a call's argument order is unspecified)
         int which = in_.ConsumeIntegralInRange<int>(0, 3);
-        bool by_map = in_.ConsumeBool();
-        InvalidHandle(which, by_map);
+        int call = in_.ConsumeIntegralInRange<int>(0, 2);
+        InvalidHandle(which, call);
         return;
       }
       case 15:
@@ -276,7 +290,10 @@ class Run {
         WriteReadOnly();
         return;
       case 17:
-        BadEvict();
+        if (in_.ConsumeBool())
+          EvictFreesBuddy();
+        else
+          BadEvict();
         return;
       case 18:
         UnmapWrongHandle();
@@ -367,6 +384,11 @@ class Run {
         ZFUZZ_CHECK(err == -EINVAL, "malloc on a destroyed pool returned %d, not -EINVAL", err);
         break;
       }
+    }
+    if (call != 7) {  // (after a second destroy the subject holds no pool to validate)
+      char why[256] = "";
+      int err = main_->Validate(why, sizeof(why));
+      ZFUZZ_CHECK(err == -EINVAL, "the validator of a destroyed pool returned %d (%s)", err, why);
     }
     freed_.clear();
     CreateMain();
@@ -473,18 +495,25 @@ class Run {
     main_->Unmap(o.handle, o.id);
   }
 
-  void DoubleFreeLatest(bool by_map) {
+  // call: 0 free, 1 map, 2 unmap of the handle just freed.
+  void DoubleFreeLatest(int call) {
     if (objects_.empty()) return;
     size_t i = Pick();
     FreeLegal(i);
     auto [id, handle] = freed_.back();
-    Note(by_map ? "/* misuse: map of the handle just freed */"
-                : "/* misuse: free of the handle just freed */");
+    Note(call == 1   ? "/* misuse: map of the handle just freed */"
+         : call == 2 ? "/* misuse: unmap of the handle just freed */"
+                     : "/* misuse: free of the handle just freed */");
     Snapshot before = Take();
-    if (by_map) {
+    if (call == 1) {
       void *p = main_->Map(handle, MapMode::kRO, id);
       Expect(before, "map of a freed handle", ZPOOL_MISUSE_DOUBLE_FREE);
       ZFUZZ_CHECK(p == nullptr, "map of a freed handle returned a pointer");
+    } else if (call == 2) {
+      main_->Unmap(handle, id);
+      // zpool knows the handle is not mapped before it knows it is freed.
+      Expect(before, "unmap of a freed handle", ZPOOL_MISUSE_DOUBLE_FREE,
+             via_zpool_ ? ZPOOL_MISUSE_BAD_UNMAP : NONE);
     } else {
       main_->Free(handle, id);
       Expect(before, "double free", ZPOOL_MISUSE_DOUBLE_FREE);
@@ -503,7 +532,8 @@ class Run {
            ZPOOL_MISUSE_INVALID_HANDLE);
   }
 
-  void InvalidHandle(int which, bool by_map) {
+  // call: 0 free, 1 map, 2 unmap of a handle the pool never gave out.
+  void InvalidHandle(int which, int call) {
     unsigned long handle;
     const char *what;
     switch (which) {
@@ -528,10 +558,14 @@ class Run {
     if (HandleIsLive(handle)) return;
     Note(what);
     Snapshot before = Take();
-    if (by_map) {
+    if (call == 1) {
       void *p = main_->Map(handle, MapMode::kRO, -1);
       Expect(before, "map of an invalid handle", ZPOOL_MISUSE_INVALID_HANDLE);
       ZFUZZ_CHECK(p == nullptr, "map of an invalid handle returned a pointer");
+    } else if (call == 2) {
+      main_->Unmap(handle, -1);
+      Expect(before, "unmap of an invalid handle", ZPOOL_MISUSE_INVALID_HANDLE,
+             via_zpool_ ? ZPOOL_MISUSE_BAD_UNMAP : NONE);
     } else {
       main_->Free(handle, -1);
       Expect(before, "free of an invalid handle", ZPOOL_MISUSE_INVALID_HANDLE);
@@ -668,6 +702,21 @@ class Run {
                 "reclaim whose evict refused succeeded (%d, %u reclaimed)", err, reclaimed);
   }
 
+  // An evict callback that frees the other buddy of its page: one bad-evict WARN (the free is
+  // done, that buddy is not evicted), the reclaim ends without reclaiming (our callback refuses).
+  void EvictFreesBuddy() {
+    if (!main_->CanEvict() || objects_.size() < 2) return;
+    evict_frees_buddy_ = true;
+    buddy_freed_ = false;
+    Snapshot before = Take();
+    unsigned int reclaimed = 0;
+    int err = main_->Reclaim(1, &reclaimed);
+    evict_frees_buddy_ = false;
+    Expect(before, "evict that frees another handle",
+           buddy_freed_ ? ZPOOL_MISUSE_BAD_EVICT : NONE);
+    ZFUZZ_CHECK(err != 0 && reclaimed == 0, "reclaim whose evict refused succeeded (%d)", err);
+  }
+
   void BadEvict() {
     if (!main_->CanEvict() || objects_.empty()) return;
     Note("/* misuse: an evict callback that returns 0 without freeing its handle */");
@@ -701,6 +750,8 @@ class Run {
   int next_id_ = 0;
   bool evict_without_freeing_ = false;
   bool destroy_in_evict_ = false;
+  bool evict_frees_buddy_ = false;
+  bool buddy_freed_ = false;
   unsigned long destroys_in_evict_ = 0;
   spinlock_t atomic_lock_{g_atomic_lock_class};
   unsigned long pages_before_ = 0, meta_before_ = 0;
