@@ -33,7 +33,8 @@ import sys
 import tempfile
 import time
 
-from .common import REPO_ROOT, Stopwatch, ZfuzzError, format_duration, say, tail_of, warn
+from .common import (REPO_ROOT, Stopwatch, ZfuzzError, format_duration, say, tail_of, warn,
+                     writable_dir)
 
 # ---- parameters ---------------------------------------------------------------------------------
 
@@ -153,15 +154,7 @@ def resolve_params(mode, reps=None, pages=None):
 
 def check_out_dir(path):
     """Creates `path` if needed and proves it writable; ZfuzzError otherwise."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".zfuzz-bench-probe")
-        with open(probe, "w") as f:
-            f.write("ok\n")
-        os.unlink(probe)
-    except OSError as e:
-        raise ZfuzzError("--out %s: cannot write there (%s)" % (path, e.strerror or e))
-    return os.path.abspath(path)
+    return writable_dir(path)
 
 
 def median(values):

@@ -126,3 +126,16 @@ def parse_duration(text):
     if total <= 0:
         raise ValueError(f"duration {text!r} must be positive")
     return total
+
+
+def writable_dir(path, flag="--out"):
+    """Creates `path` if needed and proves it writable; a one-line ZfuzzError otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".zfuzz-probe")
+        with open(probe, "w") as f:
+            f.write("ok\n")
+        os.unlink(probe)
+    except OSError as e:
+        raise ZfuzzError("%s %s: cannot write there (%s)" % (flag, path, e.strerror or e))
+    return os.path.abspath(path)

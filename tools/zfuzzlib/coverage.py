@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 from .common import (REPO_ROOT, Stopwatch, ZfuzzError, format_duration, last_line, say, tail_of,
-                     warn, which)
+                     warn, which, writable_dir)
 from . import targets as targets_mod
 from .testcmd import bazel_common_flags
 
@@ -123,14 +123,7 @@ def check_out_dir(path, root=REPO_ROOT):
     if real == os.path.realpath(root):
         raise ZfuzzError("--out %s: the repository root; give a directory of its own" % path,
                          exit_code=2)
-    try:
-        os.makedirs(real, exist_ok=True)
-        probe = os.path.join(real, ".zfuzz-coverage-probe")
-        with open(probe, "w") as f:
-            f.write("ok\n")
-        os.unlink(probe)
-    except OSError as e:
-        raise ZfuzzError("--out %s: cannot write there (%s)" % (path, e.strerror or e))
+    writable_dir(real)
     return real
 
 
@@ -572,19 +565,3 @@ def run_coverage(args):
             "%s (%.1f%%)" % (f, p) for f, p in low)))
     return 0
 
-
-def main(argv=None):
-    """Standalone entry (`python3 -m zfuzzlib.coverage` from tools/), until cli.py lists it."""
-    parser = argparse.ArgumentParser(prog="tools/zfuzz")
-    sub = parser.add_subparsers(dest="command")
-    add_parser(sub)
-    args = parser.parse_args(["coverage"] + list(sys.argv[1:] if argv is None else argv))
-    try:
-        return args.func(args) or 0
-    except ZfuzzError as e:
-        print("zfuzz: error: %s" % e, file=sys.stderr)
-        return e.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,6 +26,7 @@ import zipfile
 from . import setup
 from .common import (REPO_ROOT, Stopwatch, ZfuzzError, format_duration, last_line, say, tail_of,
                      which)
+from . import targets as targets_mod
 from .targets import parse_fuzz_build
 
 BUILD_SH = os.path.join(REPO_ROOT, "tools", "oss_fuzz", "build.sh")
@@ -171,16 +172,7 @@ def parse_libfuzzer_output(text):
 
 
 def select_targets(requested, known):
-    if not requested:
-        return list(known)
-    chosen = []
-    for name in requested:
-        if name not in known:
-            raise ZfuzzError("unknown fuzz target %r (known: %s)" % (name, ", ".join(known)),
-                             exit_code=2)
-        if name not in chosen:
-            chosen.append(name)
-    return chosen
+    return targets_mod.check_targets(requested, known)
 
 
 def prepare_out(path):
@@ -358,19 +350,3 @@ def run_oss_fuzz(args):
                                                                            for r in failed))
     return 0
 
-
-def main(argv=None):
-    """Standalone entry (`python3 -m zfuzzlib.ossfuzz` from tools/), until cli.py lists it."""
-    parser = argparse.ArgumentParser(prog="tools/zfuzz")
-    sub = parser.add_subparsers(dest="command")
-    add_parser(sub)
-    args = parser.parse_args(["oss-fuzz"] + list(sys.argv[1:] if argv is None else argv))
-    try:
-        return args.func(args) or 0
-    except ZfuzzError as e:
-        print("zfuzz: error: %s" % e, file=sys.stderr)
-        return e.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
