@@ -228,10 +228,15 @@ def fuzz_env(extra=None):
         for key in ("ASAN", "UBSAN", "MSAN", "TSAN", "LSAN"):
             env.setdefault(key + "_SYMBOLIZER_PATH", symbolizer)
         env.setdefault("LLVM_SYMBOLIZER_PATH", symbolizer)
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:symbolize=1:abort_on_error=0")
-    env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1:symbolize=1")
-    env.setdefault("MSAN_OPTIONS", "halt_on_error=1:symbolize=1")
-    env.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1:symbolize=1")
+    # handle_abort/handle_sigill: a BUG_ON's abort() and a harness check's trap get a
+    # symbolized stack from the sanitizer in every binary, also the replay one (no libFuzzer
+    # handler there), so a finding's crash state is the same wherever it is run.
+    signals = "handle_abort=1:handle_sigill=1"
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:symbolize=1:abort_on_error=0:" + signals)
+    env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1:symbolize=1:" + signals)
+    env.setdefault("MSAN_OPTIONS", "halt_on_error=1:symbolize=1:" + signals)
+    env.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1:symbolize=1:" +
+                   signals)
     if extra:
         env.update(extra)
     return env

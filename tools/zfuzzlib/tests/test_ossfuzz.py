@@ -300,7 +300,7 @@ class BuildOneTargetTest(unittest.TestCase):
             self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
             self.assertEqual(sorted(os.listdir(out)), sorted(ossfuzz.expected_files(self.TARGET)))
             self.assertEqual(ossfuzz.missing_files(out, self.TARGET), [])
-            targets = {t["name"]: t for t in targets.parse_fuzz_build(read("fuzz", "BUILD"))}
+            targets = {t["name"]: t for t in zf_targets.parse_fuzz_build(read("fuzz", "BUILD"))}
             with open(os.path.join(out, self.TARGET + ".options")) as f:
                 self.assertEqual(f.read(), ossfuzz.expected_options(targets[self.TARGET]))
             with open(os.path.join(out, self.TARGET + ".dict")) as f:
