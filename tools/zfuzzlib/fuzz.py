@@ -411,7 +411,7 @@ class Campaign:
             while queue or running:
                 while queue and (free >= queue[0][1] or not running):
                     t, n = queue.pop(0)
-                    n = min(n, max(free, 1))
+                    n = instances_for(n, free, last=not queue)
                     deadline = time.monotonic() + self.budget
                     insts = [Instance(self, t, i) for i in range(n)]
                     for inst in insts:
@@ -656,6 +656,14 @@ def print_summary(data, new_dirs=()):
         print(" %s %s  %-22s %s" % (mark, f["state_id"], f["target"], f["kind"]))
         print("      at %s" % " <- ".join(f["frames"] or ["?"]))
         print("      tools/zfuzz repro %s" % display_path(f["path"]))
+
+
+def instances_for(planned, free, last):
+    """Processes for the next target: as planned, within the free jobs; the last target of the
+    rotation takes every free job (a core would idle otherwise)."""
+    if last:
+        return max(free, 1)
+    return min(planned, max(free, 1))
 
 
 def display_path(path):

@@ -185,6 +185,14 @@ class StatusParsingTest(unittest.TestCase):
             shutil.rmtree(d)
 
 
+class RotationTest(unittest.TestCase):
+    def test_instances(self):
+        self.assertEqual(fuzz.instances_for(1, 2, last=False), 1)
+        self.assertEqual(fuzz.instances_for(1, 2, last=True), 2)   # no idle core at the end
+        self.assertEqual(fuzz.instances_for(3, 2, last=False), 2)  # within the free jobs
+        self.assertEqual(fuzz.instances_for(1, 0, last=True), 1)   # always at least one
+
+
 class TargetsTest(unittest.TestCase):
     def test_targets_from_fuzz_build(self):
         known = targets.list_targets()
