@@ -35,6 +35,7 @@ void ResetKernelState() {
   kc::lockdep::ResetForTest();
   zpool_misuse_reset();
   kc_set_cpu(0);
+  ClearSubjectRegistry();
 }
 
 namespace {
@@ -640,6 +641,17 @@ void InitializeHarness(kc_warn_policy policy) {
   kc_set_console_loglevel(KC_LOG_WARNING);  // pr_err only: injected failures are not news
   kc_set_hardening(KC_HARDENING_FULL);
   kc::PrewarmForFuzzing(/*pages=*/2048, /*slabs=*/16);
+  // One pool of each kind created and destroyed before the first input: the lazily made caches
+  // (pool and handle slabs, driver lookups) are then made here, not in whichever input comes
+  // first, so every input takes the same paths on every run (AFL++ stability).
+  const bool tracing = Tracing();
+  SetTracing(false);
+  for (Kind kind : {Kind::kZbud, Kind::kZsmalloc, Kind::kZpoolZbud, Kind::kZpoolZsmalloc}) {
+    std::unique_ptr<Subject> subject = MakeSubject(kind, 0);
+    if (subject->Create(/*with_evict=*/true)) subject->Destroy();
+  }
+  SetTracing(tracing);
+  ResetKernelState();
   if (const char *env = getenv("ZFUZZ_PRINT_OPS"); env != nullptr && strcmp(env, "1") == 0)
     atexit(PrintOperationsAtExit);
 }

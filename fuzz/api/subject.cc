@@ -24,7 +24,13 @@ std::atomic<int> g_tracing{-1};
 // pool pointer -> Subject, for the evict callbacks (which only get the pool).
 std::mutex g_registry_mu;
 std::vector<std::pair<const void *, Subject *>> &Registry() {
-  static auto *registry = new std::vector<std::pair<const void *, Subject *>>();
+  // Reserved up front: a vector growing in the first input only would be a path the next inputs
+  // never take (AFL++ counts it as instability).
+  static auto *registry = [] {
+    auto *r = new std::vector<std::pair<const void *, Subject *>>();
+    r->reserve(64);
+    return r;
+  }();
   return *registry;
 }
 
@@ -479,6 +485,11 @@ std::unique_ptr<Subject> MakeSubject(Kind kind, int slot) {
       return std::make_unique<ZpoolSubject>(kind, slot);
   }
   return nullptr;
+}
+
+void ClearSubjectRegistry() {
+  std::lock_guard<std::mutex> guard(g_registry_mu);
+  Registry().clear();
 }
 
 Subject *SubjectOfZbudPool(const void *pool) { return Lookup(pool); }

@@ -99,6 +99,10 @@ class Subject {
 
 std::unique_ptr<Subject> MakeSubject(Kind kind, int slot);
 
+// Forgets every pool -> subject registration (stale ones survive a kept-stale destroy), so that
+// no state passes from one input to the next.
+void ClearSubjectRegistry();
+
 // The subject whose evict callback is running (the backends call a plain function pointer).
 Subject *SubjectOfZbudPool(const void *pool);
 Subject *SubjectOfZpool(const void *pool);
