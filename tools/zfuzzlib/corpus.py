@@ -8,11 +8,11 @@
   stats    per target: inputs, bytes, sizes, regressions, and what needs care (inputs over the
            target's max_len, duplicates, names that are not the SHA-1 of the content).
 """
+import argparse
 import hashlib
 import os
 import re
 import subprocess
-import tempfile
 
 from . import targets as targets_mod
 from .common import REPO_ROOT, ZfuzzError, say, warn
@@ -51,20 +51,15 @@ def add_parser(sub):
                    help="targets (default: every target)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--corpus-root", default=os.path.join(REPO_ROOT, "corpus"),
-                   help=_suppress())
+                   help=argparse.SUPPRESS)
     s.set_defaults(func=run_stats)
-
-
-def _suppress():
-    import argparse
-    return argparse.SUPPRESS
 
 
 def _common(p):
     p.add_argument("--sanitizer", default="asan",
                    help="the libFuzzer build that measures coverage (default: %(default)s)")
     p.add_argument("--out", default=DEFAULT_OUT, help="where the binary goes (default: out/fuzz)")
-    p.add_argument("--corpus-root", default=os.path.join(REPO_ROOT, "corpus"), help=_suppress())
+    p.add_argument("--corpus-root", default=os.path.join(REPO_ROOT, "corpus"), help=argparse.SUPPRESS)
 
 
 def _binary(target, sanitizer, out):

@@ -702,7 +702,7 @@ def run_fuzz(args):
     needed = setup.setup_needed()
     if needed:
         say("set-up needed (%s): running tools/zfuzz setup" % ", ".join(needed))
-        setup.run_setup(argparse_namespace(jobs=None))
+        setup.run_setup()
     campaign.build()
     # Ctrl-C and SIGTERM (e.g. from a CI job's timeout) both end the campaign gracefully.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -710,14 +710,9 @@ def run_fuzz(args):
     campaign.run()
     campaign.merge_corpora()
     campaign.process_findings()
-    data = campaign.summary()
+    campaign.summary()
     return 0 if not campaign.new_findings else 1
 
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt
-
-
-def argparse_namespace(**kw):
-    import argparse
-    return argparse.Namespace(**kw)

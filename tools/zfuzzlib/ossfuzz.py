@@ -14,7 +14,6 @@ against libstdc++ (OSS-Fuzz's carries a private libc++), so LIB_FUZZING_ENGINE a
 -l:libstdc++.so.6 beside our -stdlib=libc++ code; and MemorySanitizer links the MSan-instrumented
 libc++ that `tools/zfuzz setup` builds (OSS-Fuzz's image has its own).
 """
-import argparse
 import configparser
 import os
 import shutil

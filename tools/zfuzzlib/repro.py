@@ -6,6 +6,7 @@ the options, else a question on a terminal. The replay binary of that target and
 the input with ZFUZZ_EXPLAIN=1, so the report and the operation list come from one run and one
 decoder (fuzz/api): the program printed is the program that failed.
 """
+import argparse
 import hashlib
 import os
 import re
@@ -56,13 +57,8 @@ def add_parser(sub):
     p.add_argument("--out", default=DEFAULT_OUT,
                    help="where binaries and minimised inputs go (default: out/fuzz)")
     p.add_argument("--corpus-root", default=os.path.join(REPO_ROOT, "corpus"),
-                   help=argparse_suppress())
+                   help=argparse.SUPPRESS)
     p.set_defaults(func=run_repro)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
 
 
 # ---- working out what a file is -------------------------------------------------------------------
@@ -167,9 +163,8 @@ def build_libfuzzer(target, sanitizer, bug, out):
                              os.path.join(out, "build.log"), bug)[target]
 
 
-def print_run(run, header=True):
-    if header:
-        print("== report ==")
+def print_run(run):
+    print("== report ==")
     body = [l for l in run.report_lines if l.strip()]
     if not body:
         print("(no output)")
@@ -257,7 +252,7 @@ def ddmin(data, fails, deadline):
     return data
 
 
-def add_regression(corpus_root, target, name, path, calls):
+def add_regression(corpus_root, target, name, path):
     if not _NAME_RE.match(name):
         raise ZfuzzError("--regression %r: use letters, digits, '.', '_' or '-' (not starting "
                          "with a dot)" % name, exit_code=2)
@@ -362,7 +357,7 @@ def run_repro(args):
             keep, calls = smaller, small_run.calls
     if args.regression:
         dest, data = add_regression(os.path.abspath(args.corpus_root), target, args.regression,
-                                    keep, calls)
+                                    keep)
         print("== regression: %s ==" % dest)
         print("`bazel test //fuzz:%s` replays it from now on (in every sanitizer config)."
               % target)

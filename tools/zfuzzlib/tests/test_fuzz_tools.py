@@ -307,20 +307,20 @@ class MinimizeAndRegressionTest(unittest.TestCase):
             src = os.path.join(root, "input")
             with open(src, "wb") as f:
                 f.write(b"\x0a\x01\xff")
-            dest, data = repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src, [])
+            dest, data = repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src)
             self.assertEqual(dest, os.path.join(root, "regressions", "zsmalloc_api_fuzz",
                                                 "class-index"))
             # Same name, same bytes: fine. Same name, other bytes: refused, file untouched.
-            repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src, [])
+            repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src)
             with open(src, "wb") as f:
                 f.write(b"\x00")
             with self.assertRaises(ZfuzzError):
-                repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src, [])
+                repro.add_regression(root, "zsmalloc_api_fuzz", "class-index", src)
             with open(dest, "rb") as f:
                 self.assertEqual(f.read(), b"\x0a\x01\xff")
             for bad in ("../escape", ".hidden", "a/b", ""):
                 with self.assertRaises(ZfuzzError):
-                    repro.add_regression(root, "zsmalloc_api_fuzz", bad, src, [])
+                    repro.add_regression(root, "zsmalloc_api_fuzz", bad, src)
             case = repro.gtest_case("zsmalloc_api_fuzz", "class-index", data,
                                     ["  h0 = zs_malloc(pool1, 77, GFP_KERNEL)"])
             self.assertIn("TEST(ZsmallocApiFuzzRegression, ClassIndex)", case)
