@@ -12,7 +12,7 @@
 // `pools` under `pools_lock` so that zpool_evict() can route a backend's evict (which names the
 // backend's pool) to the zpool's ops (the 3.17 design).
 //
-// Calls in flight. Each pool has a kc::PercpuRef: every call enters it (a per-CPU counter) for
+// Calls in flight. Each pool has a kc::PercpuRef: every call enters it (its thread's counter) for
 // its duration, and a mapping keeps the reference of its zpool_map_handle() call until the
 // unmap. zpool_destroy_pool() claims the pool (`destroying`), marks the ref dying and sums the
 // counters: any call or mapping still counted refuses the destroy (destroy-busy); calls that

@@ -229,6 +229,35 @@ TEST_F(PerCpuTest, PercpuRefEnterOnOneCpuExitOnAnother) {
   EXPECT_EQ(ref.in_flight(), 0);
 }
 
+TEST_F(PerCpuTest, PercpuRefCountsMoreThreadsThanSlotsAndOutlivesThem) {
+  // More threads than exclusive slots, all inside at once: the overflow shares the last slot
+  // (atomic read-modify-writes) and the sum stays exact. Then they exit on other threads than the
+  // ones they entered on, after the entering threads are gone (their slots reused).
+  constexpr int kThreads = kc::internal::kRefSlots + 8;
+  kc::PercpuRef ref;
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; i++) {
+    threads.emplace_back([&] {
+      ASSERT_TRUE(ref.enter());
+      inside.fetch_add(1);
+      while (!release.load()) std::this_thread::yield();
+    });
+  }
+  while (inside.load() != kThreads) std::this_thread::yield();
+  EXPECT_EQ(ref.in_flight(), kThreads);
+  EXPECT_EQ(ref.begin_destroy(), kThreads) << "every call in flight must be seen";
+  ref.abort_destroy();
+  release = true;
+  for (auto &t : threads) t.join();
+  threads.clear();
+  for (int i = 0; i < kThreads; i++) threads.emplace_back([&] { ref.exit(); });
+  for (auto &t : threads) t.join();
+  EXPECT_EQ(ref.in_flight(), 0);
+  EXPECT_EQ(ref.begin_destroy(), 0);
+}
+
 TEST_F(PerCpuTest, PercpuRefNeverLetsACallAndADestroyBothProceed) {
   // Dekker property: for each round, either the call entered (and the destroyer saw it), or the
   // call was refused. Never a call inside an object whose destroyer saw zero calls.
