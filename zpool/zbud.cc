@@ -331,20 +331,42 @@ bool WalkList(zbud_pool *pool, const kc::IntrusiveList<zbud_header, Tag> &list, 
 // ---- Object memory: redzone, sanitizer state ---------------------------------------------------
 u8 RedzoneByte(size_t i) { return static_cast<u8>(0xa5u ^ static_cast<unsigned>(i * 0x3du)); }
 
+// The whole pattern, for the plain builds' memcpy/memcmp.
+struct RedzonePattern {
+  u8 bytes[kRedzoneMax];
+  constexpr RedzonePattern() : bytes() {
+    for (size_t i = 0; i < kRedzoneMax; i++)
+      bytes[i] = static_cast<u8>(0xa5u ^ static_cast<unsigned>(i * 0x3du));
+  }
+};
+constexpr RedzonePattern kRedzonePattern;
+
 size_t RedzoneLen(size_t size) { return std::min(SlotBytes(size) - size, kRedzoneMax); }
 
-// The redzone is poisoned under ASan: these helpers are not instrumented by it (and use
-// volatile accesses, which the compiler cannot turn into an intercepted memset/memcmp).
+// The redzone is poisoned under ASan: these helpers are not instrumented by it, and in sanitizer
+// builds use volatile accesses, which the compiler cannot turn into an intercepted memset/memcmp.
+// Plain builds use the library's memcpy/memcmp (unmap and free run them on every last unmap).
+constexpr bool kPlainBuild = !kc::kAsan && !kc::kMsan && !kc::kTsan;
+
 __attribute__((no_sanitize("address"))) void WriteRedzone(char *obj, size_t size) {
+  const size_t n = RedzoneLen(size);
+  if constexpr (kPlainBuild) {
+    memcpy(obj + size, kRedzonePattern.bytes, n);
+    return;
+  }
   volatile u8 *rz = reinterpret_cast<volatile u8 *>(obj + size);
-  for (size_t i = 0, n = RedzoneLen(size); i < n; i++) rz[i] = RedzoneByte(i);
+  for (size_t i = 0; i < n; i++) rz[i] = RedzoneByte(i);
 }
 
 // Offset (from the object's start) of the first redzone byte overwritten, or 0 if intact.
 __attribute__((no_sanitize("address", "memory"))) size_t RedzoneDamage(const char *obj,
                                                                        size_t size) {
+  const size_t n = RedzoneLen(size);
+  if constexpr (kPlainBuild) {
+    if (memcmp(obj + size, kRedzonePattern.bytes, n) == 0) return 0;
+  }
   const volatile u8 *rz = reinterpret_cast<const volatile u8 *>(obj + size);
-  for (size_t i = 0, n = RedzoneLen(size); i < n; i++)
+  for (size_t i = 0; i < n; i++)
     if (rz[i] != RedzoneByte(i)) return size + i;
   return 0;
 }
@@ -780,6 +802,7 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
 
 void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
   if (!kTrackMaps) return reinterpret_cast<void *>(handle);
+  if (!kc::kAsan && MapFast(pool, handle)) return reinterpret_cast<void *>(handle);  // EXPERIMENT
   PoolCall call(pool);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_map(%p, %#lx): %s",

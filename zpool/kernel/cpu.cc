@@ -19,7 +19,7 @@ std::atomic<unsigned> g_next_cpu{0};
 std::atomic<long> g_percpu_live{0};
 
 thread_local int t_cpu = -1;
-thread_local int t_preempt_count = 0;
+using kc::internal::t_preempt_count;
 thread_local pid_t t_tid = 0;
 
 int InitialNrCpus() {
@@ -102,7 +102,6 @@ void kc_set_cpu(int cpu) {
   t_cpu = cpu;
 }
 
-bool kc_in_atomic(void) { return t_preempt_count > 0; }
 int preempt_count(void) { return t_preempt_count; }
 
 void preempt_disable(void) {

@@ -163,7 +163,11 @@ int kc_nr_cpus(void);            // default: the machine's online CPUs, env ZPOO
 void kc_set_nr_cpus(int n);      // only while no per-CPU data exists (before the first pool)
 int kc_current_cpu(void);        // the calling thread's virtual CPU
 void kc_set_cpu(int cpu);        // bind the calling thread to a virtual CPU
-bool kc_in_atomic(void);         // true while this thread holds a mapping or a spinlock
+namespace kc::internal {
+inline thread_local int t_preempt_count = 0;  // cpu.cc's; here so kc_in_atomic() inlines
+}  // namespace kc::internal
+// True while this thread holds a mapping or a spinlock (on every map and alloc path: inline).
+inline bool kc_in_atomic(void) { return kc::internal::t_preempt_count > 0; }
 void might_sleep(void);          // WARNs when called in atomic context
 void preempt_disable(void);
 void preempt_enable(void);

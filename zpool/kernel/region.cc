@@ -17,33 +17,23 @@ namespace kc::internal {
 namespace {
 
 // Region number = address >> kRegionShift, over a 48-bit address space: 24 bits, split 12/12.
-constexpr unsigned kAddressBits = 48;
-constexpr unsigned kIndexBits = kAddressBits - kRegionShift;
-constexpr unsigned kLeafBits = 12;
-constexpr unsigned kRootBits = kIndexBits - kLeafBits;
-
-struct Leaf {
-  std::atomic<RegionKind> kind[1u << kLeafBits];
-};
-std::atomic<Leaf *> g_root[1u << kRootBits];
-
 std::atomic<unsigned long> g_fail_countdown{0};
 std::atomic<unsigned long> g_meta_in_use{0};
 
 void SetKind(uintptr_t base, RegionKind kind) {
   uintptr_t index = base >> kRegionShift;
   BUG_ON(index >> kIndexBits);
-  std::atomic<Leaf *> &slot = g_root[index >> kLeafBits];
-  Leaf *leaf = slot.load(std::memory_order_acquire);
+  std::atomic<RegionLeaf *> &slot = g_region_root[index >> kLeafBits];
+  RegionLeaf *leaf = slot.load(std::memory_order_acquire);
   if (leaf == nullptr) {
-    void *mem = mmap(nullptr, sizeof(Leaf), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+    void *mem = mmap(nullptr, sizeof(RegionLeaf), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                      -1, 0);
     BUG_ON(mem == MAP_FAILED);
-    Leaf *fresh = new (mem) Leaf();
+    RegionLeaf *fresh = new (mem) RegionLeaf();
     if (slot.compare_exchange_strong(leaf, fresh, std::memory_order_acq_rel)) {
       leaf = fresh;
     } else {
-      munmap(mem, sizeof(Leaf));
+      munmap(mem, sizeof(RegionLeaf));
     }
   }
   leaf->kind[index & ((1u << kLeafBits) - 1)].store(kind, std::memory_order_release);
@@ -74,14 +64,6 @@ void *MapRegion(RegionKind kind) {
     __lsan_register_root_region(reinterpret_cast<void *>(base), kRegionSize);
 #endif
   return reinterpret_cast<void *>(base);
-}
-
-RegionKind RegionKindOf(const void *addr) {
-  uintptr_t index = reinterpret_cast<uintptr_t>(addr) >> kRegionShift;
-  if (index >> kIndexBits) return RegionKind::kNone;
-  Leaf *leaf = g_root[index >> kLeafBits].load(std::memory_order_acquire);
-  if (leaf == nullptr) return RegionKind::kNone;
-  return leaf->kind[index & ((1u << kLeafBits) - 1)].load(std::memory_order_acquire);
 }
 
 bool ShouldFailAlloc() {

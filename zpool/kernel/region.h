@@ -16,8 +16,25 @@ enum class RegionKind : uint8_t { kNone = 0, kPages = 1, kSlabs = 2 };
 // (the process is out of address space).
 void *MapRegion(RegionKind kind);
 
-// O(1), never dereferences addr: which kind of region holds addr (kNone: not ours).
-RegionKind RegionKindOf(const void *addr);
+// The address -> region table: a root of leaves, each leaf the kinds of 2^kLeafBits regions.
+inline constexpr unsigned kAddressBits = 48;
+inline constexpr unsigned kIndexBits = kAddressBits - kRegionShift;
+inline constexpr unsigned kLeafBits = 12;
+inline constexpr unsigned kRootBits = kIndexBits - kLeafBits;
+struct RegionLeaf {
+  std::atomic<RegionKind> kind[1u << kLeafBits];
+};
+inline std::atomic<RegionLeaf *> g_region_root[1u << kRootBits];
+
+// O(1), never dereferences addr: which kind of region holds addr (kNone: not ours). Inline: every
+// handle check of the allocators starts here.
+inline RegionKind RegionKindOf(const void *addr) {
+  const uintptr_t index = reinterpret_cast<uintptr_t>(addr) >> kRegionShift;
+  if (index >> kIndexBits) return RegionKind::kNone;
+  const RegionLeaf *leaf = g_region_root[index >> kLeafBits].load(std::memory_order_acquire);
+  if (leaf == nullptr) return RegionKind::kNone;
+  return leaf->kind[index & ((1u << kLeafBits) - 1)].load(std::memory_order_acquire);
+}
 
 inline uintptr_t RegionBase(const void *addr) {
   return reinterpret_cast<uintptr_t>(addr) & ~(kRegionSize - 1);
