@@ -138,13 +138,23 @@ class MergeTest(unittest.TestCase):
 
 class HardeningAndTargetsTest(unittest.TestCase):
     def test_hardening_cost(self):
-        speed = {"zsmalloc": [run("zsmalloc", store=90)],
-                 "zsmalloc@unchecked": [run("zsmalloc", store=100)],
-                 "zsmalloc@full": [run("zsmalloc", store=50)]}
-        h = bench.hardening_summary(speed)
+        # Three pairs; the cost is the median of the per-pair time ratios, not a ratio of
+        # medians: the noisy third pair (both halves slow) does not move it.
+        pairs = {"zsmalloc": [
+            {"unchecked": run("zsmalloc", store=100), "cheap": run("zsmalloc", store=90),
+             "full": run("zsmalloc", store=50)},
+            {"unchecked": run("zsmalloc", store=100), "cheap": run("zsmalloc", store=80),
+             "full": run("zsmalloc", store=50)},
+            {"unchecked": run("zsmalloc", store=10), "cheap": run("zsmalloc", store=9),
+             "full": run("zsmalloc", store=5)},
+        ]}
+        h = bench.hardening_summary(pairs)
+        self.assertEqual(h["zsmalloc"]["pairs"], 3)
+        self.assertAlmostEqual(h["zsmalloc"]["cheap"]["store"]["cost"], 100 / 90 - 1)
         self.assertAlmostEqual(h["zsmalloc"]["cheap"]["store"]["ratio"], 0.9)
-        self.assertAlmostEqual(h["zsmalloc"]["cheap"]["store"]["cost"], 1 / 0.9 - 1)
+        self.assertAlmostEqual(h["zsmalloc"]["cheap"]["store"]["high"], 100 / 80 - 1)
         self.assertAlmostEqual(h["zsmalloc"]["full"]["store"]["cost"], 1.0)
+        self.assertIsNone(h["zsmalloc"]["cheap"]["free_half"]["cost"])
         self.assertNotIn("zbud", h)
 
     def test_targets(self):
@@ -152,17 +162,23 @@ class HardeningAndTargetsTest(unittest.TestCase):
                  "zsmalloc": [run("zsmalloc", store=80, load=79, refill=200)]}
         density = {"lz4": {"zsmalloc": [run("zsmalloc", overhead=0.027, compacted=0.06)]}}
         merged = bench.merge_results(speed, density)
-        hard = {"zsmalloc": {"cheap": {"store": {"ratio": 0.95, "cost": 0.05},
-                                       "load": {"ratio": 0.8, "cost": 0.25}}}}
+        # The verdict takes the allocation and map paths only (refill, load): store and the
+        # phases with frees are reported but not judged.
+        hard = {"zsmalloc": {"pairs": 9,
+                             "cheap": {"store": {"ratio": 0.67, "cost": 0.5},
+                                       "refill": {"ratio": 0.95, "cost": 0.05},
+                                       "load": {"ratio": 0.8, "cost": 0.25},
+                                       "steady": {"ratio": 0.5, "cost": 1.0}}}}
         checks = {c["target"]: c for c in bench.check_targets(merged, hard)}
         self.assertTrue(checks["zsmalloc chain 8 allocate-only overhead (lz4)"]["met"])
         self.assertFalse(checks["zsmalloc chain 8 after churn + zs_compact (lz4)"]["met"])
         self.assertTrue(checks["zsmalloc stores (fresh memory) vs glibc, 1 thread"]["met"])
         self.assertFalse(checks["zsmalloc loads vs glibc, 1 thread"]["met"])
-        h = checks["zsmalloc always-on checks vs unchecked"]
+        h = checks["zsmalloc always-on checks vs unchecked (alloc, map)"]
         self.assertFalse(h["met"])
         self.assertAlmostEqual(h["value"], 0.25)
         self.assertIn("load", h["detail"])
+        self.assertIn("9 pairs", h["detail"])
         # Contenders that did not run: no verdict.
         self.assertIsNone(checks["zbud loads vs glibc, 1 thread"]["met"])
 
