@@ -33,6 +33,7 @@ KERNEL_SRCS=(
   zpool/kernel/lockdep.cc
   zpool/kernel/module.cc
   zpool/kernel/page_alloc.cc
+  zpool/kernel/percpu_ref.cc
   zpool/kernel/region.cc
   zpool/kernel/sched.cc
   zpool/kernel/scheduler.cc
