@@ -108,12 +108,17 @@ def zfuzz_cc_test(
         copts = [],
         variants = ALL_VARIANTS,
         **kwargs):
-    """A cc_test run in each listed variant (`<name>`, `<name>_ps16`, `<name>_cs4`)."""
+    """A cc_test run in each listed variant (`<name>`, `<name>_ps16`, `<name>_cs4`).
+
+    The variants are tagged `zfuzz_variant`: `tools/zfuzz test` runs them under asan and ubsan
+    only by default (--variants), to keep the whole suite's cold time down."""
+    tags = kwargs.pop("tags", [])
     for suffix in _suffixes(variants):
         cc_test(
             name = name + suffix,
             deps = deps + _map_deps(variant_deps, suffix),
             copts = ZFUZZ_COPTS + copts,
+            tags = tags + (["zfuzz_variant"] if suffix else []),
             **kwargs
         )
 

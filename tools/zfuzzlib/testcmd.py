@@ -1,7 +1,11 @@
 """`tools/zfuzz test`: the whole test suite, every sanitizer config, plus engine smoke runs.
 
 For each config: `bazel test --config=<config> //...` (unit tests and the replay of every fuzz
-corpus), results read from Bazel's build event protocol. Then the smoke steps: the sample harness
+corpus), results read from Bazel's build event protocol. To keep the cold run short on 2 cores,
+one config (ubsan, else the first) also builds the targets that are not tests (benchmarks,
+tools), the others pass --build_tests_only; and the _ps16/_cs4 variant tests (tag
+zfuzz_variant) run under the --variants configs only (default asan and ubsan: the page-size
+and chain-size geometry is what they test, and those two catch its bounds and arithmetic bugs). Then the smoke steps: the sample harness
 built for libFuzzer and for AFL++ runs for 10 seconds each. Then the tools' own unit tests.
 Prints a table (config, passed, failed, time) and a final line `N passed, N failed`; exits
 non-zero on any failure.
@@ -17,6 +21,8 @@ from . import setup
 from .common import (REPO_ROOT, Stopwatch, ZfuzzError, cache_dir, format_duration, say, tail_of)
 
 SANITIZER_CONFIGS = ["asan", "ubsan", "tsan", "msan"]
+VARIANT_CONFIGS = ["asan", "ubsan"]  # default --variants
+FULL_BUILD_CONFIG = "ubsan"  # the config that also builds the targets that are not tests
 KNOWN_CONFIGS = SANITIZER_CONFIGS + ["asan-ubsan"]
 SMOKE_TARGET = "kernel_api_fuzz"
 SMOKE_SECONDS = 10
@@ -33,6 +39,9 @@ def add_parser(sub):
     p.add_argument("--config", default=",".join(SANITIZER_CONFIGS),
                    help="comma-separated sanitizer configs to test (known: %s; default: %%(default)s)"
                    % ", ".join(KNOWN_CONFIGS))
+    p.add_argument("--variants", default=",".join(VARIANT_CONFIGS),
+                   help="configs that also run the _ps16 and _cs4 variant tests, comma-separated, "
+                   "or 'all' (default: %(default)s)")
     p.add_argument("--no-smoke", action="store_true",
                    help="skip the libFuzzer/AFL++ smoke runs")
     p.add_argument("--no-tools", action="store_true", help="skip the tools' Python unit tests")
@@ -108,14 +117,36 @@ class Row:
         self.failures = []  # (label or step, detail)
 
 
-def run_bazel_tests(config, targets, log_dir, verbose):
+def stage_flags(config, configs, variant_configs):
+    """The test-selection flags of one config's stage (see the module's docstring)."""
+    flags = []
+    full = FULL_BUILD_CONFIG if FULL_BUILD_CONFIG in configs else configs[0]
+    if config != full:
+        flags.append("--build_tests_only")
+    if config not in variant_configs:
+        flags.append("--test_tag_filters=-zfuzz_variant")
+    return flags
+
+
+def parse_variants(text, configs):
+    if text.strip() == "all":
+        return list(configs)
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    for c in chosen:
+        if c not in KNOWN_CONFIGS:
+            raise ZfuzzError("--variants: unknown config %r (known: %s, or all)"
+                             % (c, ", ".join(KNOWN_CONFIGS)), exit_code=2)
+    return chosen
+
+
+def run_bazel_tests(config, targets, log_dir, verbose, flags=()):
     row = Row(config)
     watch = Stopwatch()
     bep = os.path.join(log_dir, "%s.bep.json" % config)
     log = os.path.join(log_dir, "%s.log" % config)
-    argv = ["bazel", "test", "--config=" + config] + bazel_common_flags() + [
+    argv = ["bazel", "test", "--config=" + config] + bazel_common_flags() + list(flags) + [
         "--build_event_json_file=" + bep, "--keep_going", "--"] + targets.split()
-    say("[%s] bazel test %s (log: %s)" % (config, targets, log))
+    say("[%s] bazel test %s%s (log: %s)" % (config, " ".join(list(flags) + [""]), targets, log))
     with open(log, "wb") as out:
         proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=None if verbose else out,
                               stderr=subprocess.STDOUT if not verbose else None)
@@ -284,6 +315,7 @@ def print_table(rows):
 
 def run_test(args):
     configs = parse_configs(args.config)
+    variant_configs = parse_variants(args.variants, configs)
     total = Stopwatch()
     needed = setup.setup_needed()
     if needed:
@@ -295,7 +327,8 @@ def run_test(args):
     os.makedirs(log_dir, exist_ok=True)
     rows = []
     for config in configs:
-        rows.append(run_bazel_tests(config, args.targets, log_dir, args.verbose))
+        rows.append(run_bazel_tests(config, args.targets, log_dir, args.verbose,
+                                    stage_flags(config, configs, variant_configs)))
     if not args.no_smoke:
         rows.append(smoke_libfuzzer(log_dir))
         rows.append(smoke_afl(log_dir))

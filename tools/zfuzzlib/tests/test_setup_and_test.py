@@ -75,6 +75,30 @@ class ConfigArgumentTest(unittest.TestCase):
             testcmd.parse_configs(" , ")
 
 
+class StageFlagsTest(unittest.TestCase):
+    ALL = ["asan", "ubsan", "tsan", "msan"]
+
+    def test_ubsan_builds_everything_and_variants_run_under_asan_and_ubsan(self):
+        variants = testcmd.parse_variants("asan,ubsan", self.ALL)
+        self.assertEqual(testcmd.stage_flags("ubsan", self.ALL, variants), [])
+        self.assertEqual(testcmd.stage_flags("asan", self.ALL, variants), ["--build_tests_only"])
+        self.assertEqual(testcmd.stage_flags("msan", self.ALL, variants),
+                         ["--build_tests_only", "--test_tag_filters=-zfuzz_variant"])
+
+    def test_without_ubsan_the_first_config_builds_everything(self):
+        self.assertEqual(testcmd.stage_flags("tsan", ["tsan", "msan"], ["tsan", "msan"]), [])
+        self.assertEqual(testcmd.stage_flags("msan", ["tsan", "msan"], ["tsan", "msan"]),
+                         ["--build_tests_only"])
+
+    def test_variants_all_and_bad_names(self):
+        self.assertEqual(testcmd.parse_variants("all", ["tsan"]), ["tsan"])
+        self.assertEqual(testcmd.parse_variants("", self.ALL), [])
+        with self.assertRaises(common.ZfuzzError) as ctx:
+            testcmd.parse_variants("asan,ps16", self.ALL)
+        self.assertIn("--variants: unknown config 'ps16'", str(ctx.exception))
+        self.assertEqual(ctx.exception.exit_code, 2)
+
+
 class BepTest(unittest.TestCase):
     def write(self, events):
         fd, path = tempfile.mkstemp()
