@@ -329,14 +329,15 @@ bool WalkList(zbud_pool *pool, const kc::IntrusiveList<zbud_header, Tag> &list, 
 }
 
 // ---- Object memory: redzone, sanitizer state ---------------------------------------------------
-u8 RedzoneByte(size_t i) { return static_cast<u8>(0xa5u ^ static_cast<unsigned>(i * 0x3du)); }
+constexpr u8 RedzoneByte(size_t i) {
+  return static_cast<u8>(0xa5u ^ static_cast<unsigned>(i * 0x3du));
+}
 
 // The whole pattern, for the plain builds' memcpy/memcmp.
 struct RedzonePattern {
   u8 bytes[kRedzoneMax];
   constexpr RedzonePattern() : bytes() {
-    for (size_t i = 0; i < kRedzoneMax; i++)
-      bytes[i] = static_cast<u8>(0xa5u ^ static_cast<unsigned>(i * 0x3du));
+    for (size_t i = 0; i < kRedzoneMax; i++) bytes[i] = RedzoneByte(i);
   }
 };
 constexpr RedzonePattern kRedzonePattern;
@@ -802,7 +803,6 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
 
 void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
   if (!kTrackMaps) return reinterpret_cast<void *>(handle);
-  if (!kc::kAsan && MapFast(pool, handle)) return reinterpret_cast<void *>(handle);  // EXPERIMENT
   PoolCall call(pool);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_map(%p, %#lx): %s",

@@ -82,7 +82,8 @@
 //
 // Cost: a call checks kmem_cache_owns() (O(1), no dereference) and counts itself in flight on
 // its thread's counter (kc::PercpuRef: a plain load and store, no locked instruction, no shared
-// cache line between threads); destroy sums the counters. With ZPOOL_UNCHECKED=1 the checks compile out and the rules above are the caller's.
+// cache line between threads); destroy sums the counters. With ZPOOL_UNCHECKED=1 the checks
+// compile out and the rules above are the caller's.
 #ifndef ZPOOL_ZPOOL_H_
 #define ZPOOL_ZPOOL_H_
 

@@ -26,8 +26,8 @@ void SetKind(uintptr_t base, RegionKind kind) {
   std::atomic<RegionLeaf *> &slot = g_region_root[index >> kLeafBits];
   RegionLeaf *leaf = slot.load(std::memory_order_acquire);
   if (leaf == nullptr) {
-    void *mem = mmap(nullptr, sizeof(RegionLeaf), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    void *mem = mmap(nullptr, sizeof(RegionLeaf), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     BUG_ON(mem == MAP_FAILED);
     RegionLeaf *fresh = new (mem) RegionLeaf();
     if (slot.compare_exchange_strong(leaf, fresh, std::memory_order_acq_rel)) {
