@@ -56,6 +56,23 @@ struct page : kc::ListNode<kc::PageLru> {
   struct page *kc_free_next;
 };
 
+// The page extension (after the kernel's page_ext): 32 bytes a page, in a dense array beside the
+// descriptors, for the metadata an owner's lock-free checks read on every call. A struct page is
+// 88 bytes and touched only on slow paths; checks on random pages would miss the cache on it (and
+// on an object's header at the far end of its page), while 32-byte entries of the pages in use
+// stay cache resident far longer. The fields are the owner's between alloc_page() and
+// __free_page(), which both reset them (relaxed atomic stores: a misusing caller racing with a
+// free reads stale values, never a data race).
+struct page_ext {
+  std::atomic<const void *> owner;  // owner: who the page belongs to (nullptr: not recorded)
+  std::atomic<uint32_t> word[6];    // owner: whatever it defines
+};
+static_assert(sizeof(page_ext) == 32, "page_ext entries are 32 bytes");
+
+// O(1) and, like virt_to_page(), never dereferences addr: the extension of the page holding addr,
+// or NULL for an address that is not in one of our pages.
+struct page_ext *page_ext_of(const void *addr);
+
 namespace kc {
 
 inline constexpr unsigned char kPageFree = 0;

@@ -1,9 +1,10 @@
 // The page allocator: alloc_page, __free_page, virt_to_page, page_address.
 //
 // Region layout (kRegionSize bytes, aligned to it):
-//   [PageRegion header: magic, descriptor array][data page][data page]...
-// The header occupies the first kHeaderPages pages; their descriptors exist but are never handed
-// out, and virt_to_page() of an address inside the header returns NULL.
+//   [PageRegion header: magic, descriptor array, page_ext array][data page][data page]...
+// The header occupies the first kHeaderPages pages; their descriptors and extensions exist but
+// are never handed out, and virt_to_page()/page_ext_of() of an address inside the header return
+// NULL.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@ constexpr uint64_t kPageRegionMagic = 0x7a706f6f6c706731ULL;  // "zpoolpg1"
 struct PageRegion {
   uint64_t magic;
   struct page descs[kPagesPerRegion];
+  alignas(32) struct page_ext exts[kPagesPerRegion];  // dense: see page.h
 };
 
 constexpr unsigned long kHeaderPages = (sizeof(PageRegion) + PAGE_SIZE - 1) / PAGE_SIZE;
@@ -103,14 +105,20 @@ PageRegion *NewRegion() {
   void *mem = internal::MapRegion(RegionKind::kPages);
   auto *region = static_cast<PageRegion *>(mem);
   region->magic = kPageRegionMagic;
-  for (unsigned long i = 0; i < kPagesPerRegion; i++) new (&region->descs[i]) struct page();
+  for (unsigned long i = 0; i < kPagesPerRegion; i++) {
+    new (&region->descs[i]) struct page();
+    new (&region->exts[i]) struct page_ext();
+  }
   // Data pages are untouched until handed out; under ASan they start poisoned.
   asan_poison(reinterpret_cast<char *>(mem) + kHeaderPages * PAGE_SIZE,
               (kPagesPerRegion - kHeaderPages) * PAGE_SIZE);
   return region;
 }
 
-void ResetOwnerFields(struct page *page) {
+void ResetOwnerFields(PageRegion *region, struct page *page) {
+  struct page_ext &ext = region->exts[page - region->descs];
+  ext.owner.store(nullptr, std::memory_order_relaxed);
+  for (std::atomic<uint32_t> &word : ext.word) word.store(0, std::memory_order_relaxed);
   page->flags = 0;
   page->private_ = 0;
   page->owner = nullptr;
@@ -211,14 +219,15 @@ struct page *alloc_page(gfp_t gfp) {
     std::lock_guard<std::mutex> guard(a.mu);
     page = kc::TakeFreePage(a, &zeroed);
   }
-  kc::ResetOwnerFields(page);
+  kc::PageRegion *const region = kc::RegionOfDescriptor(page);
+  kc::ResetOwnerFields(region, page);
   page->kc_free_next = nullptr;
   page->kc_released = false;
   page->kc_state.store(kc::kPageAllocated, std::memory_order_release);
   kc::g_in_use.fetch_add(1, std::memory_order_relaxed);
   kc::g_allocs.fetch_add(1, std::memory_order_relaxed);
 
-  void *addr = kc::AddressOf(kc::RegionOfDescriptor(page), page);
+  void *addr = kc::AddressOf(region, page);
   kc::asan_unpoison(addr, PAGE_SIZE);
   if (gfp & __GFP_ZERO) {
     if (!zeroed) memset(addr, 0, PAGE_SIZE);
@@ -243,7 +252,7 @@ void __free_page(struct page *page) {
     return;
   WARN_ONCE(page->linked(), "__free_page(%p): page is still on a list of its owner",
             static_cast<void *>(page));
-  kc::ResetOwnerFields(page);
+  kc::ResetOwnerFields(region, page);
   void *addr = kc::AddressOf(region, page);
   kc::asan_poison(addr, PAGE_SIZE);
   kc::g_in_use.fetch_sub(1, std::memory_order_relaxed);
@@ -283,6 +292,15 @@ struct page *virt_to_page(const void *addr) {
                         >> PAGE_SHIFT;
   if (index < kc::kHeaderPages) return nullptr;
   return &region->descs[index];
+}
+
+struct page_ext *page_ext_of(const void *addr) {
+  if (kc::internal::RegionKindOf(addr) != kc::internal::RegionKind::kPages) return nullptr;
+  auto *region = reinterpret_cast<kc::PageRegion *>(kc::internal::RegionBase(addr));
+  unsigned long index = (reinterpret_cast<uintptr_t>(addr) - reinterpret_cast<uintptr_t>(region))
+                        >> PAGE_SHIFT;
+  if (index < kc::kHeaderPages) return nullptr;
+  return &region->exts[index];
 }
 
 unsigned long kc_pages_in_use(void) { return kc::g_in_use.load(std::memory_order_relaxed); }

@@ -98,6 +98,62 @@ TEST_F(PageAllocTest, ZeroFlagZeroesAndOwnerFieldsStartClear) {
   __free_page(zeroed);
 }
 
+TEST_F(PageAllocTest, PageExtIsPerPageDenseAndResetByAllocAndFree) {
+  struct page *a = alloc_page(GFP_KERNEL);
+  struct page *b = alloc_page(GFP_KERNEL);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  char *addr = static_cast<char *>(page_address(a));
+  struct page_ext *ext = page_ext_of(addr);
+  ASSERT_NE(ext, nullptr);
+  // Every byte of the page has the same extension; another page has another one.
+  for (unsigned long off = 0; off < PAGE_SIZE; off += 61) EXPECT_EQ(page_ext_of(addr + off), ext);
+  EXPECT_EQ(page_ext_of(addr + PAGE_SIZE - 1), ext);
+  EXPECT_NE(page_ext_of(page_address(b)), ext);
+  EXPECT_EQ(ext->owner.load(), nullptr);
+  for (const std::atomic<uint32_t> &word : ext->word) EXPECT_EQ(word.load(), 0u);
+  // It is not in the page: writing it leaves the data alone, and the data leaves it alone.
+  memset(addr, 0x5a, PAGE_SIZE);
+  ext->owner.store(this);
+  for (std::atomic<uint32_t> &word : ext->word) word.store(0xdeadbeef);
+  EXPECT_EQ(static_cast<unsigned char>(addr[0]), 0x5a);
+  EXPECT_EQ(static_cast<unsigned char>(addr[PAGE_SIZE - 1]), 0x5a);
+  EXPECT_EQ(page_ext_of(page_address(b))->owner.load(), nullptr);
+  // __free_page() resets it, and so does the next alloc_page() of the same page.
+  __free_page(a);
+  EXPECT_EQ(ext->owner.load(), nullptr);
+  for (const std::atomic<uint32_t> &word : ext->word) EXPECT_EQ(word.load(), 0u);
+  ext->word[3].store(7);  // (a stray write to a free page's extension)
+  struct page *again = alloc_page(GFP_KERNEL);
+  ASSERT_EQ(again, a);
+  EXPECT_EQ(page_ext_of(page_address(again)), ext);
+  EXPECT_EQ(ext->word[3].load(), 0u);
+  __free_page(again);
+  __free_page(b);
+}
+
+TEST_F(PageAllocTest, PageExtRejectsForeignAddresses) {
+  int on_stack = 0;
+  EXPECT_EQ(page_ext_of(&on_stack), nullptr);
+  std::vector<char> heap(100);
+  EXPECT_EQ(page_ext_of(heap.data()), nullptr);
+  EXPECT_EQ(page_ext_of(nullptr), nullptr);
+  EXPECT_EQ(page_ext_of(reinterpret_cast<void *>(~0UL)), nullptr);
+  struct page *page = alloc_page(GFP_KERNEL);
+  ASSERT_NE(page, nullptr);
+  // Neither a descriptor nor an extension is a data address; nor is a slab object.
+  EXPECT_EQ(page_ext_of(page), nullptr);
+  EXPECT_EQ(page_ext_of(page_ext_of(page_address(page))), nullptr);
+  struct kmem_cache *cache = kmem_cache_create("ext_test", 64, 0);
+  ASSERT_NE(cache, nullptr);
+  void *obj = kmem_cache_alloc(cache, GFP_KERNEL);
+  ASSERT_NE(obj, nullptr);
+  EXPECT_EQ(page_ext_of(obj), nullptr);
+  kmem_cache_free(cache, obj);
+  kmem_cache_destroy(cache);
+  __free_page(page);
+}
+
 TEST_F(PageAllocTest, DoubleFreeWarnsAndChangesNothing) {
   struct page *page = alloc_page(GFP_KERNEL);
   ASSERT_NE(page, nullptr);
