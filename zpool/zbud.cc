@@ -21,9 +21,10 @@
 //   0                   CHUNK_SIZE                        PAGE_SIZE - last_chunks*CHUNK_SIZE
 // zbud_header (below; static_assert: it fits the first chunk) holds the buddy-list node, the LRU
 // node, first_chunks/last_chunks (0: that buddy is free), under_reclaim, and the hardening
-// fields: per buddy the requested size and a map state word (kAllocated | maps outstanding), the
-// reclaiming thread and the buddy being evicted, and the chunks of the last buddy freed most
-// recently. struct page->owner is the pool.
+// fields: the reclaiming thread and the buddy being evicted, and the chunks of the last buddy
+// freed most recently. What every map and unmap checks lives outside the page, in its page_ext
+// (zpool/kernel/page.h: dense, so cache resident): the owner (the pool) and, per buddy, the
+// requested size and a map state word (kAllocated | maps outstanding).
 //
 // POOL
 // unbuddied[i] lists the pages with exactly one buddy and i free chunks; buddied lists full
@@ -41,15 +42,16 @@
 //
 // LOCKING
 // One spinlock per pool (class "zbud_pool.lock") guards the lists, pages_nr's updates, the pool
-// counters and every header field except the map count; no other lock is taken while it is held
-// (page allocation happens with it dropped; __free_page() under it takes only the page
-// allocator's internal mutex). Evict callbacks run without it. pages_nr is an atomic, read
-// without the lock by zbud_get_pool_size(). zbud_map/zbud_unmap of a live handle take no lock
-// (as in the kernel) outside ASan builds: they check the handle and move the buddy's map count
-// with a CAS that requires kAllocated; zbud_free clears kAllocated (under the lock) with a CAS
-// that requires no maps, so a map racing with a free of the same handle either counts first
-// (the free is refused) or finds the buddy free. Reports, the evict grace and ASan builds (where
-// poisoning must be ordered with the count) take the lock.
+// counters, every header field and the page_ext fields except the map count; no other lock is
+// taken while it is held (page allocation happens with it dropped; __free_page() under it takes
+// only the page allocator's internal mutex). Evict callbacks run without it. pages_nr is an
+// atomic, read without the lock by zbud_get_pool_size(). zbud_map/zbud_unmap of a live handle
+// take no lock and register no call in flight (as in the kernel, nothing but the handle) outside
+// ASan builds: they read the page_ext and move the buddy's map count with a CAS that requires
+// kAllocated; zbud_free and zbud_destroy_pool clear kAllocated (under the lock) with a CAS that
+// requires no maps, so a map racing with either counts first (the free or destroy is refused)
+// or finds the buddy free and takes the locked path. Reports, the evict grace and ASan builds
+// (where poisoning must be ordered with the count) take the lock.
 //
 // RECLAIM (zbud_reclaim_page(pool, retries))
 // -EINVAL without ops or evict, with an empty LRU, or with retries == 0. Each try takes the LRU
@@ -65,10 +67,14 @@
 //   and enters a PercpuRef ("calls in flight"): a destroyed pool is reported as
 //   use-after-destroy (-EINVAL / NULL / no-op / 0), and destroy refuses while calls are in
 //   flight or handles are mapped (destroy-busy). Destroying a pool with objects reports
-//   destroy-nonempty and frees every page.
-// - A handle is proven in O(1) without dereferencing it: virt_to_page(handle) must be a page
-//   whose owner is this pool, the offset must be FIRST's (CHUNK_SIZE) or the current LAST start
-//   (PAGE_SIZE - last_chunks * CHUNK_SIZE), and that buddy must be allocated. Otherwise:
+//   destroy-nonempty and frees every page. The lock-free map and unmap skip both: a page_ext
+//   owned by the pool with an allocated buddy proves the pool live, since destroy first seals
+//   every buddy (clears kAllocated unless mapped; if any is mapped it restores them all and
+//   refuses), then frees the pages, whose page_ext __free_page() resets.
+// - A handle is proven in O(1) without dereferencing it: page_ext_of(handle) must be the
+//   extension of a page whose owner is this pool, the offset must be FIRST's (CHUNK_SIZE) or
+//   the current LAST start (PAGE_SIZE - last_chunks * CHUNK_SIZE), and that buddy must be
+//   allocated. Otherwise:
 //   double-free (it is the FIRST offset of a page of ours whose first buddy is free, the start
 //   of the LAST buddy freed most recently in that page, or a buddy offset in a page that has
 //   gone back to the page allocator) or invalid-handle (everything else). A stale handle whose
@@ -160,23 +166,48 @@ struct zbud_header : kc::ListNode<BuddyList>, kc::ListNode<LruList> {
   // Hardening (all under the pool lock).
   Buddy evicting = NO_BUDDY;  // the buddy whose evict callback runs (while under_reclaim)
   u8 last_freed_chunks = 0;   // chunks of the last buddy freed most recently (double-free)
-  u32 size[2] = {0, 0};       // requested size per buddy; 0: free (kept while under reclaim)
-  // Per buddy: kAllocated | maps outstanding. Set and cleared under the lock (alloc, free);
-  // the map count changes without it (zbud_map/zbud_unmap outside ASan builds).
-  std::atomic<u32> map_state[2] = {0, 0};
   pid_t reclaimer = 0;        // thread running zbud_reclaim_page() on this page
 };
-constexpr u32 kAllocated = 1u << 31;
-constexpr u32 kMapsMask = kAllocated - 1;
-static_assert(std::atomic<u32>::is_always_lock_free);
 static_assert(sizeof(zbud_header) <= ZHDR_SIZE_ALIGNED, "the zbud header must fit one chunk");
 static_assert(sizeof(zbud_header) % 8 == 0, "ASan poisons the header in whole granules");
+
+// ---- Page extension ------------------------------------------------------------------------------
+// What map and unmap check on every call lives in the page's page_ext, not in the header: the
+// entries are dense, so they stay in the cache, where the header of a last buddy (at the other
+// end of the page) and the struct page would each be a miss. zbud's use of it:
+//   owner           the pool (set when the page joins it; reset by __free_page())
+//   word[FIRST], word[LAST]
+//                   the buddy's map state: kAllocated | maps outstanding. kAllocated is set and
+//                   cleared under the lock (alloc; free and destroy clear it with a CAS that
+//                   requires no maps); the map count changes without it (outside ASan builds)
+//   word[kSizeWord + FIRST], word[kSizeWord + LAST]
+//                   the requested size; 0: free (kept while under reclaim). Written under the
+//                   lock, read without it only by the holder of a map (which pins it)
+constexpr u32 kAllocated = 1u << 31;
+constexpr u32 kMapsMask = kAllocated - 1;
+constexpr unsigned int kSizeWord = 2;
+static_assert(std::atomic<u32>::is_always_lock_free);
+
+struct page_ext *ExtOf(const zbud_header *zhdr) { return page_ext_of(zhdr); }
+const void *OwnerOf(const zbud_header *zhdr) {
+  return ExtOf(zhdr)->owner.load(std::memory_order_relaxed);
+}
+void SetOwner(const zbud_header *zhdr, const void *pool) {
+  ExtOf(zhdr)->owner.store(pool, std::memory_order_relaxed);
+}
+std::atomic<u32> &MapState(const zbud_header *zhdr, Buddy bud) { return ExtOf(zhdr)->word[bud]; }
+u32 Size(const zbud_header *zhdr, Buddy bud) {
+  return ExtOf(zhdr)->word[kSizeWord + bud].load(std::memory_order_relaxed);
+}
+void SetSize(const zbud_header *zhdr, Buddy bud, u32 size) {
+  ExtOf(zhdr)->word[kSizeWord + bud].store(size, std::memory_order_relaxed);
+}
 
 using BuddyListT = kc::IntrusiveList<zbud_header, BuddyList>;
 using LruListT = kc::IntrusiveList<zbud_header, LruList>;
 
 u32 Maps(const zbud_header *zhdr, Buddy bud) {
-  return zhdr->map_state[bud].load(std::memory_order_acquire) & kMapsMask;
+  return MapState(zhdr, bud).load(std::memory_order_acquire) & kMapsMask;
 }
 
 u8 Chunks(const zbud_header *zhdr, Buddy bud) {
@@ -419,7 +450,7 @@ HandleInfo LookupHandle(zbud_pool *pool, unsigned long handle) KC_REQUIRES(pool-
   const struct page *page = virt_to_page(reinterpret_cast<const void *>(handle));
   unsigned long offset = handle & ~PAGE_MASK;
   if (page == nullptr) return {HandleState::kInvalid, nullptr, bud, "not an address in any page"};
-  if (page->owner != pool) {
+  if (OwnerOf(zhdr) != pool) {
     if (!kc::PageIsAllocated(page) && HandleShaped(offset))
       return {HandleState::kFree, nullptr, bud,
               "its page has been freed already (double free, or a stale handle?)"};
@@ -442,9 +473,9 @@ HandleInfo LookupHandle(zbud_pool *pool, unsigned long handle) KC_REQUIRES(pool-
       return {HandleState::kInvalid, nullptr, bud, "it is not the start of a buddy"};
   }
   // The buddy is free. The evicting thread may still map the handle it was given.
-  if (zhdr->under_reclaim && zhdr->evicting == bud && zhdr->size[bud] != 0 &&
+  if (zhdr->under_reclaim && zhdr->evicting == bud && Size(zhdr, bud) != 0 &&
       zhdr->reclaimer == kc::CurrentTid() &&
-      (bud == FIRST || offset == PAGE_SIZE - SlotBytes(zhdr->size[bud])))
+      (bud == FIRST || offset == PAGE_SIZE - SlotBytes(Size(zhdr, bud))))
     return {HandleState::kGrace, zhdr, bud, nullptr};
   return {HandleState::kFree, zhdr, bud,
           bud == FIRST ? "the first buddy is free" : "the last buddy is free"};
@@ -461,16 +492,16 @@ unsigned long EndReclaimOfFreedBuddies(zbud_pool *pool, zbud_header *zhdr)
     KC_REQUIRES(pool->lock) {
   unsigned long dropped = 0;
   for (Buddy bud : {FIRST, LAST}) {
-    if (Chunks(zhdr, bud) != 0 || zhdr->size[bud] == 0) continue;
+    if (Chunks(zhdr, bud) != 0 || Size(zhdr, bud) == 0) continue;
     if (u32 maps = Maps(zhdr, bud)) {
       char *obj = bud == FIRST ? reinterpret_cast<char *>(zhdr) + ZHDR_SIZE_ALIGNED
                                : reinterpret_cast<char *>(zhdr) + PAGE_SIZE -
-                                     SlotBytes(zhdr->size[bud]);
-      kc::asan_poison(obj, SlotBytes(zhdr->size[bud]));
+                                     SlotBytes(Size(zhdr, bud));
+      kc::asan_poison(obj, SlotBytes(Size(zhdr, bud)));
       dropped += maps;
     }
-    zhdr->map_state[bud].store(0, std::memory_order_release);
-    zhdr->size[bud] = 0;
+    MapState(zhdr, bud).store(0, std::memory_order_release);
+    SetSize(zhdr, bud, 0);
   }
   return dropped;
 }
@@ -487,47 +518,90 @@ void FreeAllPages(zbud_pool *pool) KC_REQUIRES(pool->lock) {
   pool->objects = 0;
 }
 
-// Maps outstanding over every page of the pool. REQUIRES: no page under reclaim.
-unsigned long CountMaps(zbud_pool *pool) KC_REQUIRES(pool->lock) {
+// Destroy's guard against maps: clears kAllocated of every allocated buddy with a CAS that
+// requires no maps, so that no lock-free map can start after it (it takes the locked path and
+// finds the pool dying). Returns the maps outstanding; if there are any, nothing is sealed.
+// REQUIRES: no call in flight (so no page under reclaim).
+unsigned long SealBuddies(zbud_pool *pool) KC_REQUIRES(pool->lock) {
   unsigned long maps = 0;
-  WalkList(pool, pool->lru, [&](const zbud_header *zhdr) { maps += Maps(zhdr, FIRST) + Maps(zhdr, LAST); });
+  WalkList(pool, pool->lru, [&](const zbud_header *zhdr) {
+    for (Buddy bud : {FIRST, LAST}) {
+      u32 state = kAllocated;
+      if (Chunks(zhdr, bud) != 0 &&
+          !MapState(zhdr, bud).compare_exchange_strong(state, 0, std::memory_order_acq_rel))
+        maps += state & kMapsMask;
+    }
+  });
+  if (maps != 0) {
+    WalkList(pool, pool->lru, [&](const zbud_header *zhdr) {
+      for (Buddy bud : {FIRST, LAST}) {
+        u32 state = 0;
+        if (Chunks(zhdr, bud) != 0)
+          MapState(zhdr, bud).compare_exchange_strong(state, kAllocated,
+                                                      std::memory_order_acq_rel);
+      }
+    });
+  }
   return maps;
 }
 
 // ---- Lock-free map and unmap (builds without ASan) ------------------------------------------
-// The header of a live buddy of this pool at `handle`, or nullptr when the locked path must
-// decide (every report, and the evict grace). No lock: it reads the page owner and, for a last
-// buddy, the chunk count, which a legal caller cannot race with (its buddy is live, so only the
-// other buddy's fields change); a misusing caller racing with a free may show up under TSan.
-zbud_header *LiveBuddyFast(const zbud_pool *pool, unsigned long handle, Buddy *bud) {
-  const struct page *page = virt_to_page(reinterpret_cast<const void *>(handle));
-  if (page == nullptr || page->owner != pool) return nullptr;
-  zbud_header *zhdr = handle_to_zbud_header(handle);
+// Neither takes the lock nor registers a call in flight: they read only the page extension
+// (cache resident, see above) and the object itself. A buddy whose map state holds kAllocated is
+// an allocated buddy of the page's owner, and the pool cannot be destroyed under a map: free and
+// destroy clear kAllocated only with a CAS that requires no maps. So a map that counts itself in
+// with a CAS requiring kAllocated either came first (free is refused: free-mapped; destroy is
+// refused: destroy-busy) or fails and takes the locked path, which reports whatever is wrong
+// (a destroyed pool, a free buddy, a garbage handle). Everything else about the handle is
+// checked once the count pins the buddy.
+
+// The extension and buddy of a handle-shaped address in a page of this pool, or nullptr.
+struct page_ext *BuddyExtFast(const zbud_pool *pool, unsigned long handle, Buddy *bud) {
+  struct page_ext *ext = page_ext_of(reinterpret_cast<const void *>(handle));
+  if (ext == nullptr || ext->owner.load(std::memory_order_relaxed) != pool) return nullptr;
   const unsigned long offset = handle & ~PAGE_MASK;
   if (offset == ZHDR_SIZE_ALIGNED) {
     *bud = FIRST;
-    return zhdr;
+    return ext;
   }
   if (offset % CHUNK_SIZE != 0 || offset < ZHDR_SIZE_ALIGNED + CHUNK_SIZE) return nullptr;
-  const unsigned long last_chunks = zhdr->last_chunks;
-  if (last_chunks == 0 || offset != PAGE_SIZE - (last_chunks << CHUNK_SHIFT)) return nullptr;
   *bud = LAST;
-  return zhdr;
+  return ext;
 }
 
-// One more map of a live buddy. The CAS requires kAllocated, and free clears it with a CAS
-// that requires no maps: a map racing with a free either counts first (the free is refused) or
-// sees the buddy free. False: take the locked path.
+// With a map held, the buddy's size is stable: is `handle` where that buddy starts? (A last
+// buddy's start moves with its size; the first buddy's never does.)
+bool AtBuddyStart(const struct page_ext *ext, unsigned long handle, Buddy bud) {
+  if (bud == FIRST) return true;
+  const u32 size = ext->word[kSizeWord + LAST].load(std::memory_order_relaxed);
+  return (handle & ~PAGE_MASK) == PAGE_SIZE - SlotBytes(size);
+}
+
+// Takes back a map counted by MapFast() whose handle turned out not to be the buddy's.
+void UncountMap(std::atomic<u32> &state) {
+  state.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+// One more map of a live buddy. False: take the locked path (nothing changed).
 bool MapFast(const zbud_pool *pool, unsigned long handle) {
   Buddy bud;
-  zbud_header *zhdr = LiveBuddyFast(pool, handle, &bud);
-  if (zhdr == nullptr) return false;
-  std::atomic<u32> &state = zhdr->map_state[bud];
+  struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
+  if (ext == nullptr) return false;
+  // Checked before counting too, so that a map of a garbage offset inside a last buddy does not
+  // hold off a legitimate free of that buddy, even briefly.
+  if (!AtBuddyStart(ext, handle, bud)) return false;
+  std::atomic<u32> &state = ext->word[bud];
   u32 s = state.load(std::memory_order_relaxed);
   do {
     if (!(s & kAllocated) || (s & kMapsMask) == kMapsMask) return false;
   } while (!state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                         std::memory_order_relaxed));
+  // The map pins the buddy. A racing free and reuse of the buddy or the page may have changed
+  // its size or owner since the checks (only a misusing caller races with a free of its handle).
+  if (!AtBuddyStart(ext, handle, bud) || ext->owner.load(std::memory_order_relaxed) != pool) {
+    UncountMap(state);
+    return false;
+  }
   return true;
 }
 
@@ -540,26 +614,26 @@ struct UnmapFastResult {
 // One map fewer of a live, mapped buddy; at the last one, the redzone check (and its repair).
 // Everything is read and written BEFORE the count drops: once it has, a free of the object or
 // a destroy of the pool may proceed, and neither the page nor the pool may be touched again.
-// That is also why a mapped handle needs no "call in flight" registration: the mapping itself
-// holds off zbud_free() (free-mapped) and zbud_destroy_pool() (destroy-busy).
 UnmapFastResult UnmapFast(const zbud_pool *pool, unsigned long handle) {
   Buddy bud;
-  zbud_header *zhdr = LiveBuddyFast(pool, handle, &bud);
-  if (zhdr == nullptr) return {false, 0, 0};
-  std::atomic<u32> &state = zhdr->map_state[bud];
-  u32 s = state.load(std::memory_order_relaxed);
-  u32 size;
+  struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
+  if (ext == nullptr) return {false, 0, 0};
+  std::atomic<u32> &state = ext->word[bud];
+  u32 s = state.load(std::memory_order_acquire);
+  // A mapped buddy (ours: the count pins it) at this handle's offset, or the locked path.
+  if (!(s & kAllocated) || (s & kMapsMask) == 0 || !AtBuddyStart(ext, handle, bud))
+    return {false, 0, 0};
+  const u32 size = ext->word[kSizeWord + bud].load(std::memory_order_relaxed);
   size_t damage;
   do {
     if (!(s & kAllocated) || (s & kMapsMask) == 0) return {false, 0, 0};
-    size = zhdr->size[bud];
     damage = 0;
     if (ZPOOL_CHECKS && (s & kMapsMask) == 1) {
       damage = RedzoneDamage(reinterpret_cast<char *>(handle), size);
       if (damage != 0) WriteRedzone(reinterpret_cast<char *>(handle), size);
     }
   } while (!state.compare_exchange_weak(s, s - 1, std::memory_order_acq_rel,
-                                        std::memory_order_relaxed));
+                                        std::memory_order_acquire));
   return {true, damage, size};
 }
 
@@ -630,9 +704,9 @@ void zbud_destroy_pool(struct zbud_pool *pool) {
                    static_cast<void *>(pool), busy);
       return;
     }
-    // No call is in flight now and none can start: the count is stable.
+    // No call is in flight now and none can start; the seal stops new lock-free maps.
     spin_lock(&pool->lock);
-    unsigned long mapped = CountMaps(pool);
+    unsigned long mapped = SealBuddies(pool);
     spin_unlock(&pool->lock);
     if (mapped != 0) {
       pool->calls.abort_destroy();
@@ -698,8 +772,8 @@ int zbud_alloc(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *ha
     if (page == nullptr) return -ENOMEM;
     spin_lock(&pool->lock);
     pool->pages_nr.fetch_add(1, std::memory_order_relaxed);
-    page->owner = pool;
     zhdr = new (page_address(page)) zbud_header();
+    SetOwner(zhdr, pool);
     // All but the header is free space now; the header is poisoned by HeaderAccess below.
     kc::asan_poison(reinterpret_cast<char *>(zhdr) + sizeof(zbud_header),
                     PAGE_SIZE - sizeof(zbud_header));
@@ -709,8 +783,8 @@ int zbud_alloc(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *ha
   {
     HeaderAccess access(zhdr);
     SetChunks(zhdr, bud, chunks);
-    zhdr->size[bud] = static_cast<u32>(size);
-    zhdr->map_state[bud].store(kAllocated, std::memory_order_release);
+    SetSize(zhdr, bud, static_cast<u32>(size));
+    MapState(zhdr, bud).store(kAllocated, std::memory_order_release);
     pool->objects++;
     ListByFreeChunks(pool, zhdr);
     // Move the page to the head of the LRU.
@@ -751,14 +825,14 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
     // Clears kAllocated only if no map is outstanding: a concurrent zbud_map() either counted
     // first (the free is refused) or finds the buddy free.
     u32 state = kAllocated;
-    if (!zhdr->map_state[bud].compare_exchange_strong(state, 0, std::memory_order_acq_rel) &&
+    if (!MapState(zhdr, bud).compare_exchange_strong(state, 0, std::memory_order_acq_rel) &&
         ZPOOL_CHECKS) {
       ZPOOL_MISUSE(ZPOOL_MISUSE_FREE_MAPPED,
                    "zbud_free(%p, %#lx): the %s buddy is mapped (%u map(s) outstanding); not "
                    "freed (missing zbud_unmap()?)",
                    static_cast<void *>(pool), handle, BuddyName(bud), state & kMapsMask);
     } else {
-      zhdr->map_state[bud].store(0, std::memory_order_release);  // (unchecked: freed anyway)
+      MapState(zhdr, bud).store(0, std::memory_order_release);  // (unchecked: freed anyway)
       if (ZPOOL_CHECKS) {
         if (zhdr->under_reclaim && zhdr->evicting != NO_BUDDY && zhdr->evicting != bud &&
             zhdr->reclaimer == kc::CurrentTid()) {
@@ -768,11 +842,11 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
                        "its own handle); freed, it will not be evicted",
                        static_cast<void *>(pool), handle, BuddyName(zhdr->evicting),
                        BuddyName(bud));
-        } else if (size_t at = RedzoneDamage(BuddyAddress(zhdr, bud), zhdr->size[bud])) {
+        } else if (size_t at = RedzoneDamage(BuddyAddress(zhdr, bud), Size(zhdr, bud))) {
           ZPOOL_MISUSE(ZPOOL_MISUSE_OVERFLOW,
                        "zbud_free(%p, %#lx): redzone after the %u-byte object overwritten at "
                        "offset %zu (a write past the requested size?); freed anyway",
-                       static_cast<void *>(pool), handle, zhdr->size[bud], at);
+                       static_cast<void *>(pool), handle, Size(zhdr, bud), at);
         }
       }
       // The buddy list the page is on depends on the chunk counts: find it before they change.
@@ -783,9 +857,9 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
       // Under reclaim, zbud_reclaim_page() re-lists or frees the page, and the size stays for
       // the evicting thread's grace map, unless that thread freed the handle itself.
       if (zhdr->under_reclaim && zhdr->evicting == bud && zhdr->reclaimer == kc::CurrentTid())
-        zhdr->size[bud] = 0;
+        SetSize(zhdr, bud, 0);
       if (!zhdr->under_reclaim || kBugUnderReclaim) {  // (injected bug: zpool/inject.h)
-        zhdr->size[bud] = 0;
+        SetSize(zhdr, bud, 0);
         if (listed == nullptr) listed = &BuddyListOf(pool, zhdr);
         ListRemove(pool, *listed, zhdr);
         if (zhdr->first_chunks == 0 && zhdr->last_chunks == 0) {
@@ -803,15 +877,15 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
 
 void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
   if (!kTrackMaps) return reinterpret_cast<void *>(handle);
+  // Without ASan, a live handle is mapped without the lock (see MapFast). Under ASan the first
+  // map unpoisons the object, which must be ordered with the count: the lock does it.
+  if (!kc::kAsan && MapFast(pool, handle)) return reinterpret_cast<void *>(handle);
   PoolCall call(pool);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_map(%p, %#lx): %s",
                  static_cast<void *>(pool), handle, kUseAfterDestroy);
     return nullptr;
   }
-  // Without ASan, a live handle is mapped without the lock. Under ASan the first map unpoisons
-  // the object, which must be ordered with the count: the lock does it.
-  if (!kc::kAsan && MapFast(pool, handle)) return reinterpret_cast<void *>(handle);
   spin_lock(&pool->lock);
   const HandleInfo h = LookupHandle(pool, handle);
   if (h.state == HandleState::kInvalid) {
@@ -830,11 +904,11 @@ void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
   {
     // Live (kAllocated cannot change under the lock) or evict grace (freed: no kAllocated).
     HeaderAccess access(h.zhdr);
-    std::atomic<u32> &state = h.zhdr->map_state[h.bud];
+    std::atomic<u32> &state = MapState(h.zhdr, h.bud);
     BUG_ON((state.load(std::memory_order_relaxed) & kMapsMask) == kMapsMask);
     // The first map opens the object (its requested size only) to ASan.
     if ((state.fetch_add(1, std::memory_order_acq_rel) & kMapsMask) == 0)
-      kc::asan_unpoison(reinterpret_cast<void *>(handle), h.zhdr->size[h.bud]);
+      kc::asan_unpoison(reinterpret_cast<void *>(handle), Size(h.zhdr, h.bud));
   }
   spin_unlock(&pool->lock);
   return reinterpret_cast<void *>(handle);
@@ -843,7 +917,7 @@ void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
 void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
   if (!kTrackMaps) return;
   // A mapped handle of a live pool: the fast path (see UnmapFast: the mapping pins the pool).
-  if (!kc::kAsan && (!ZPOOL_CHECKS || kmem_cache_owns(PoolCache(), pool))) {
+  if (!kc::kAsan) {
     const UnmapFastResult fast = UnmapFast(pool, handle);
     if (fast.done) {
       if (ZPOOL_CHECKS && fast.damage != 0)
@@ -879,7 +953,7 @@ void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
   }
   {
     HeaderAccess access(h.zhdr);
-    std::atomic<u32> &state = h.zhdr->map_state[h.bud];
+    std::atomic<u32> &state = MapState(h.zhdr, h.bud);
     // Lock-free maps may change the count meanwhile: decrement with a CAS that keeps it >= 0.
     u32 s = state.load(std::memory_order_relaxed);
     while ((s & kMapsMask) != 0 &&
@@ -895,7 +969,7 @@ void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
     } else if ((s & kMapsMask) == 1) {
       // The last map ended: check the redzone, close the object to ASan.
       char *obj = reinterpret_cast<char *>(handle);
-      const u32 size = h.zhdr->size[h.bud];
+      const u32 size = Size(h.zhdr, h.bud);
       if (ZPOOL_CHECKS && h.state == HandleState::kLive) {
         if (size_t at = RedzoneDamage(obj, size)) {
           ZPOOL_MISUSE(ZPOOL_MISUSE_OVERFLOW,
@@ -1059,9 +1133,9 @@ class Validator {
     const struct page *page = virt_to_page(zhdr);
     if (page == nullptr || !kc::PageIsAllocated(page))
       return Fail("page %p: not an allocated page", static_cast<const void *>(zhdr));
-    if (page->owner != pool_)
+    if (OwnerOf(zhdr) != pool_)
       return Fail("page %p: owner %p, not this pool", static_cast<const void *>(zhdr),
-                  page->owner);
+                  OwnerOf(zhdr));
     if (zhdr->under_reclaim)
       return Fail("page %p: listed while under reclaim", static_cast<const void *>(zhdr));
     if (zhdr->evicting != NO_BUDDY || zhdr->reclaimer != 0)
@@ -1077,8 +1151,8 @@ class Validator {
     const char *base = reinterpret_cast<const char *>(zhdr);
     for (Buddy bud : {FIRST, LAST}) {
       const unsigned int chunks = Chunks(zhdr, bud);
-      const u32 size = zhdr->size[bud];
-      const u32 state = zhdr->map_state[bud].load(std::memory_order_acquire);
+      const u32 size = Size(zhdr, bud);
+      const u32 state = MapState(zhdr, bud).load(std::memory_order_acquire);
       const u32 maps = state & kMapsMask;
       if (chunks == 0) {
         if (size != 0 || state != 0)
@@ -1211,7 +1285,6 @@ int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handl
   }
   zbud_header *const zhdr = h.zhdr;
   const Buddy bud = h.bud, other = bud == FIRST ? LAST : FIRST;
-  struct page *const page = virt_to_page(zhdr);
   char *obj = nullptr;
   const u64 pages_nr = pool->pages_nr.load(std::memory_order_relaxed);
   struct {
@@ -1230,13 +1303,13 @@ int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handl
     saved.last_chunks = zhdr->last_chunks;
     saved.under_reclaim = zhdr->under_reclaim;
     saved.evicting = zhdr->evicting;
-    saved.size[0] = zhdr->size[0];
-    saved.size[1] = zhdr->size[1];
-    saved_state = zhdr->map_state[bud].load(std::memory_order_relaxed);
+    saved.size[0] = Size(zhdr, FIRST);
+    saved.size[1] = Size(zhdr, LAST);
+    saved_state = MapState(zhdr, bud).load(std::memory_order_relaxed);
     if (zhdr->under_reclaim) kind = -1;  // an evict callback's call: leave that page alone
     switch (kind) {
       case 0:
-        page->owner = nullptr;
+        SetOwner(zhdr, nullptr);
         break;
       case 1:
         zhdr->under_reclaim = true;
@@ -1251,17 +1324,17 @@ int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handl
         zhdr->first_chunks = NCHUNKS;
         break;
       case 5:
-        zhdr->map_state[bud].store(saved_state & ~kAllocated, std::memory_order_relaxed);
+        MapState(zhdr, bud).store(saved_state & ~kAllocated, std::memory_order_relaxed);
         break;
       case 6:
-        zhdr->size[bud] = 0;
+        SetSize(zhdr, bud, 0);
         break;
       case 7:  // a byte of the redzone (object memory is poisoned or unaddressable in ASan/MSan)
         applies = ZPOOL_CHECKS && !kc::kAsan && !kc::kMsan &&
-                  SlotBytes(zhdr->size[bud]) > zhdr->size[bud];
+                  SlotBytes(Size(zhdr, bud)) > Size(zhdr, bud);
         if (applies) {
-          saved_byte = obj[zhdr->size[bud]];
-          obj[zhdr->size[bud]] = static_cast<char>(~saved_byte);
+          saved_byte = obj[Size(zhdr, bud)];
+          obj[Size(zhdr, bud)] = static_cast<char>(~saved_byte);
         }
         break;
       case 8:
@@ -1272,7 +1345,7 @@ int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handl
         break;
       case 10:  // a free buddy that remembers a size
         applies = Chunks(zhdr, other) == 0;
-        if (applies) zhdr->size[other] = 1;
+        if (applies) SetSize(zhdr, other, 1);
         break;
       default:
         applies = false;
@@ -1288,15 +1361,15 @@ int zbud_validate_corrupted_TestOnly(struct zbud_pool *pool, unsigned long handl
   }
   {
     HeaderAccess access(zhdr);
-    page->owner = pool;
+    SetOwner(zhdr, pool);
     zhdr->first_chunks = saved.first_chunks;
     zhdr->last_chunks = saved.last_chunks;
     zhdr->under_reclaim = saved.under_reclaim;
     zhdr->evicting = saved.evicting;
-    zhdr->size[0] = saved.size[0];
-    zhdr->size[1] = saved.size[1];
-    zhdr->map_state[bud].store(saved_state, std::memory_order_relaxed);
-    if (kind == 7 && applies) obj[zhdr->size[bud]] = saved_byte;
+    SetSize(zhdr, FIRST, saved.size[0]);
+    SetSize(zhdr, LAST, saved.size[1]);
+    MapState(zhdr, bud).store(saved_state, std::memory_order_relaxed);
+    if (kind == 7 && applies) obj[Size(zhdr, bud)] = saved_byte;
   }
   pool->pages_nr.store(pages_nr, std::memory_order_relaxed);
   if (kind == 9) pool->objects--;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "zpool/kernel/kernel.h"
+#include "zpool/kernel/sanitizer.h"
 #include "zpool/misuse.h"
 #include "zpool/zbud.h"
 
@@ -357,6 +358,81 @@ TEST_F(ZbudThreadsTest, DestroyWhileAnotherThreadIsInsideACallIsRefused) {
   EXPECT_EQ(kc_warn_count(), 2u);
   EXPECT_EQ(zpool_misuse_total(), 2u);
   g_evict = nullptr;
+}
+
+// Destroy attempts racing with lock-free maps. Destroy seals every allocated buddy (so that no
+// lock-free map can start) unless one is mapped, and then unseals them all. Here one object stays
+// mapped, so every attempt must be refused, and the pool must come out of each exactly as it
+// was: every object maps (lock-free again), holds its contents and frees normally. Maps that
+// fall into an attempt's window see a pool being destroyed: use-after-destroy, NULL. (A map
+// racing with a destroy that succeeds is not tested: it touches the pool as it is freed.)
+TEST_F(ZbudThreadsTest, RefusedDestroysRacingWithMapsLeaveThePoolAsItWas) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
+  if (kc::kAsan)
+    GTEST_SKIP() << "ASan builds map and unmap under the lock, as calls in flight: an unmap "
+                    "during a destroy attempt is refused (use-after-destroy) and its map stays";
+  kc_set_warn_policy(KC_WARN_RECORD);
+  zbud_pool *pool = zbud_create_pool(GFP_KERNEL, &kOps);
+  ASSERT_NE(pool, nullptr);
+  constexpr int kObjects = 7;
+  auto size_of = [](int i) { return static_cast<size_t>(300 + 150 * i); };
+  unsigned long handles[kObjects];
+  for (int i = 0; i < kObjects; i++) {
+    ASSERT_EQ(zbud_alloc(pool, size_of(i), GFP_KERNEL, &handles[i]), 0);
+    Fill(pool, handles[i], size_of(i), i + 1);
+  }
+  std::atomic<bool> started{false}, stop{false};
+  std::atomic<unsigned long> maps{0}, refused_maps{0}, bad_reads{0};
+  std::thread mapper([&] {
+    kc_set_cpu(1 % kc_nr_cpus());
+    void *pinned = zbud_map(pool, handles[0]);  // holds off every destroy
+    if (pinned == nullptr) {
+      bad_reads.fetch_add(1);
+      started.store(true);
+      return;
+    }
+    started.store(true, std::memory_order_release);
+    for (unsigned long n = 0; !stop.load(std::memory_order_acquire); n++) {
+      const int i = 1 + static_cast<int>(n % (kObjects - 1));
+      auto *p = static_cast<const u8 *>(zbud_map(pool, handles[i]));
+      if (p == nullptr) {
+        refused_maps.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      const size_t last = size_of(i) - 1;
+      if (p[0] != PatternByte(i + 1, 0) || p[last] != PatternByte(i + 1, last))
+        bad_reads.fetch_add(1, std::memory_order_relaxed);
+      zbud_unmap(pool, handles[i]);
+      maps.fetch_add(1, std::memory_order_relaxed);
+    }
+    zbud_unmap(pool, handles[0]);
+  });
+  while (!started.load(std::memory_order_acquire)) std::this_thread::yield();
+  constexpr unsigned long kAttempts = 300;
+  for (unsigned long k = 0; k < kAttempts; k++) {
+    zbud_destroy_pool(pool);
+    if (k % 50 == 0) {
+      std::string why;
+      ASSERT_TRUE(Valid(pool, &why)) << why;
+    }
+  }
+  stop.store(true, std::memory_order_release);
+  mapper.join();
+  EXPECT_EQ(bad_reads.load(), 0u);
+  EXPECT_GT(maps.load(), 0u);
+  EXPECT_EQ(zpool_misuse_count(ZPOOL_MISUSE_DESTROY_BUSY), kAttempts);
+  EXPECT_EQ(zpool_misuse_count(ZPOOL_MISUSE_USE_AFTER_DESTROY), refused_maps.load());
+  EXPECT_EQ(zpool_misuse_total(), kAttempts + refused_maps.load());
+  // As it was: every object maps, holds its contents, and frees without a report.
+  const unsigned long reports = zpool_misuse_total();
+  std::string why;
+  EXPECT_TRUE(Valid(pool, &why)) << why;
+  for (int i = 0; i < kObjects; i++) {
+    EXPECT_TRUE(Holds(pool, handles[i], size_of(i), i + 1)) << "object " << i;
+    zbud_free(pool, handles[i]);
+  }
+  zbud_destroy_pool(pool);
+  EXPECT_EQ(zpool_misuse_total(), reports);
 }
 
 }  // namespace
