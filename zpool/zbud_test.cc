@@ -639,6 +639,7 @@ TEST_F(ZbudTest, EveryInjectedFailureInASequenceIsHandled) {
 
 // Every corruption the validator's self-test applies is caught, named, and undone.
 TEST_F(ZbudTest, ValidatorCatchesEveryCorruptionAndTheStateIsRestored) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zbud_pool *pool = NewPool();
   const unsigned long h = Alloc(pool, 100);  // a first buddy with slack; the last buddy free
   Fill(pool, h, 100, 7);

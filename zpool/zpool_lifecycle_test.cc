@@ -460,6 +460,7 @@ TEST_F(ZpoolLifecycle, CallsReachTheDriver) {
 }
 
 TEST_F(ZpoolLifecycle, UseAfterDestroyWarnsAndFailsEveryCall) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   zpool_destroy_pool(pool);
@@ -496,6 +497,7 @@ TEST_F(ZpoolLifecycle, UseAfterDestroyWarnsAndFailsEveryCall) {
 }
 
 TEST_F(ZpoolLifecycle, NestedMapWarnsAndReturnsNull) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   zpool *other = zpool_create_pool("mock", "q", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
@@ -522,6 +524,7 @@ TEST_F(ZpoolLifecycle, NestedMapWarnsAndReturnsNull) {
 }
 
 TEST_F(ZpoolLifecycle, BadUnmapWarnsAndDoesNothing) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long h1 = Malloc(pool), h2 = Malloc(pool);
@@ -543,6 +546,7 @@ TEST_F(ZpoolLifecycle, BadUnmapWarnsAndDoesNothing) {
 }
 
 TEST_F(ZpoolLifecycle, FreeOfMappedHandleIsRefused) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool, 16);
@@ -559,6 +563,7 @@ TEST_F(ZpoolLifecycle, FreeOfMappedHandleIsRefused) {
 }
 
 TEST_F(ZpoolLifecycle, DestroyWhileThisThreadMapsIsRefused) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock-atomic", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool);
@@ -574,6 +579,7 @@ TEST_F(ZpoolLifecycle, DestroyWhileThisThreadMapsIsRefused) {
 }
 
 TEST_F(ZpoolLifecycle, DestroyWhileAnotherThreadMapsIsRefused) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool);
@@ -596,6 +602,7 @@ TEST_F(ZpoolLifecycle, DestroyWhileAnotherThreadMapsIsRefused) {
 }
 
 TEST_F(ZpoolLifecycle, DestroyWithCallInFlightIsRefused) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   g_block_malloc = true;
@@ -617,6 +624,7 @@ TEST_F(ZpoolLifecycle, DestroyWithCallInFlightIsRefused) {
 }
 
 TEST_F(ZpoolLifecycle, SleepWhileMappedWarnsOncePerCallAndStaysSafe) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock-atomic", "p", GFP_KERNEL, nullptr);
   zpool *other = zpool_create_pool("mock", "q", GFP_KERNEL, nullptr);
   zpool_ops ops = {.evict = [](zpool *, unsigned long) { return 0; }};
@@ -772,6 +780,7 @@ TEST_F(ZpoolEvict, EvictWithoutOpsOrCallbackOrPool) {
 }
 
 TEST_F(ZpoolEvict, CallbackThatDoesNotFreeIsBadEvictOncePerShrink) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create(EvictWithoutFreeing);
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool, 16);
@@ -815,6 +824,7 @@ TEST_F(ZpoolEvict, CallbackMayFreeOnAnotherThread) {
 }
 
 TEST_F(ZpoolEvict, CallbackCannotDestroyThePool) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create(EvictDestroyingThePool);
   ASSERT_NE(pool, nullptr);
   Malloc(pool);
@@ -829,6 +839,7 @@ TEST_F(ZpoolEvict, CallbackCannotDestroyThePool) {
 // ------------------------------------
 
 TEST_F(ZpoolLifecycle, DeathTestsPinTheMessages) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock-atomic", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long h1 = Malloc(pool), h2 = Malloc(pool);
@@ -862,6 +873,7 @@ TEST_F(ZpoolLifecycle, DeathTestsPinTheMessages) {
 }
 
 TEST_F(ZpoolEvict, BadEvictDeathTest) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create(EvictWithoutFreeing);
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool);
@@ -981,6 +993,7 @@ TEST_F(ZpoolLifecycle, OnePoolManyCpus) {
 }
 
 TEST_F(ZpoolLifecycle, DestroyAttemptsNeverFailTheCallsOfAThreadThatHoldsThePool) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("mock", "p", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long pinned = Malloc(pool);

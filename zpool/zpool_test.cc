@@ -364,6 +364,7 @@ TEST_P(ZpoolBackendTest, OutOfMemoryFailsCleanly) {
 // ---- The zpool-level catalogue on each backend: exactly one WARN, zpool's ----------------------
 
 TEST_P(ZpoolBackendTest, NestedMapAndBadUnmapAreRefusedBeforeTheBackend) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
   unsigned long h1 = Malloc(pool, 100), h2 = Malloc(pool, 200);
@@ -390,6 +391,7 @@ TEST_P(ZpoolBackendTest, NestedMapAndBadUnmapAreRefusedBeforeTheBackend) {
 }
 
 TEST_P(ZpoolBackendTest, FreeMappedAndDestroyMappedAreRefused) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool, 300), other = Malloc(pool, 50);
@@ -410,6 +412,7 @@ TEST_P(ZpoolBackendTest, FreeMappedAndDestroyMappedAreRefused) {
 }
 
 TEST_P(ZpoolBackendTest, DestroyWhileAnotherThreadMapsIsRefused) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool, 100);
@@ -433,6 +436,7 @@ TEST_P(ZpoolBackendTest, DestroyWhileAnotherThreadMapsIsRefused) {
 }
 
 TEST_P(ZpoolBackendTest, UseAfterDestroyNeverReachesTheBackend) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool, 64);
@@ -452,6 +456,7 @@ TEST_P(ZpoolBackendTest, UseAfterDestroyNeverReachesTheBackend) {
 }
 
 TEST_P(ZpoolBackendTest, SleepWhileMappedIsOneWarnForBackendsThatCannotSleepMapped) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
   unsigned long h = Malloc(pool, 100), h2 = 0, h3 = 0;
@@ -474,6 +479,7 @@ TEST_P(ZpoolBackendTest, SleepWhileMappedIsOneWarnForBackendsThatCannotSleepMapp
 // ---- The backend's own checks come through zpool once ----------------------------------------
 
 TEST_P(ZpoolBackendTest, BackendHandleChecksReportOnceThroughZpool) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   zpool *other = Create();
   ASSERT_NE(pool, nullptr);
@@ -504,6 +510,7 @@ TEST_P(ZpoolBackendTest, BackendHandleChecksReportOnceThroughZpool) {
 }
 
 TEST_P(ZpoolBackendTest, WriteThroughReadOnlyMappingIsReportedOnceAtUnmap) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   if (!kc_hardening_full()) GTEST_SKIP() << "the RO checksum is a full-hardening check";
   // zbud_map() has no mode and zbud.h no size query: neither zbud nor zpool can checksum an RO
   // mapping of a zbud object.
@@ -523,6 +530,7 @@ TEST_P(ZpoolBackendTest, WriteThroughReadOnlyMappingIsReportedOnceAtUnmap) {
 }
 
 TEST_P(ZpoolBackendTest, OverflowIntoSlackIsReportedOnceAtUnmap) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   if (kc::kAsan) GTEST_SKIP() << "under ASan the write itself is the report";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
@@ -540,6 +548,7 @@ TEST_P(ZpoolBackendTest, OverflowIntoSlackIsReportedOnceAtUnmap) {
 }
 
 TEST_P(ZpoolBackendTest, NestedMapIsAZpoolCrashUnderAbort) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = Create();
   ASSERT_NE(pool, nullptr);
   unsigned long h1 = Malloc(pool, 10), h2 = Malloc(pool, 10);
@@ -622,6 +631,7 @@ class ZpoolCrossBackend : public ::testing::Test, protected ZpoolFixture {
 };
 
 TEST_F(ZpoolCrossBackend, TwoThreadsOnOneCpuMappingWarnOnceAndTheSecondWaits) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool *pool = zpool_create_pool("zsmalloc", "cpu0", GFP_KERNEL, nullptr);
   ASSERT_NE(pool, nullptr);
   unsigned long h1 = 0, h2 = 0;
@@ -663,6 +673,7 @@ int EvictFreeing(zpool *pool, unsigned long handle) {
 }
 
 TEST_F(ZpoolCrossBackend, SleepWhileHoldingAZsmallocMappingIsOneWarnOnAnyPool) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   zpool_ops ops = {.evict = EvictFreeing};
   zpool *zs = zpool_create_pool("zsmalloc", "zs", GFP_KERNEL, nullptr);
   zpool *zb = zpool_create_pool("zbud", "zb", GFP_KERNEL, &ops);
@@ -797,6 +808,7 @@ TEST_F(ZbudEvict, RefusingCallbackFailsTheShrinkAndKeepsEverything) {
 }
 
 TEST_F(ZbudEvict, CallbackThatDoesNotFreeIsOneBadEvict) {
+  if (!ZPOOL_CHECKS) GTEST_SKIP() << "misuse checks compiled out (ZPOOL_UNCHECKED=1)";
   std::vector<unsigned long> h = FillPages(1);
   g_log.mode = 2;
   unsigned int reclaimed = 9;
