@@ -70,7 +70,8 @@
 //   destroy-nonempty and frees every page. The lock-free map and unmap skip both: a page_ext
 //   owned by the pool with an allocated buddy proves the pool live, since destroy first seals
 //   every buddy (clears kAllocated unless mapped; if any is mapped it restores them all and
-//   refuses), then frees the pages, whose page_ext __free_page() resets.
+//   refuses), then frees the pages, whose page_ext __free_page() resets. An unmap of a held map
+//   (ASan builds take the locked path for it) registers nothing either: the map pins the pool.
 // - A handle is proven in O(1) without dereferencing it: page_ext_of(handle) must be the
 //   extension of a page whose owner is this pool, the offset must be FIRST's (CHUNK_SIZE) or
 //   the current LAST start (PAGE_SIZE - last_chunks * CHUNK_SIZE), and that buddy must be
@@ -605,6 +606,16 @@ bool MapFast(const zbud_pool *pool, unsigned long handle) {
   return true;
 }
 
+// Is `handle` a mapped buddy of this pool (allocated, or in its evict grace)? Such a map pins
+// the pool: destroy refuses while any map is outstanding. No lock; a stale answer is possible
+// only for a handle that the caller does not hold mapped (a misuse racing with its own unmap).
+bool MapHeld(const zbud_pool *pool, unsigned long handle) {
+  Buddy bud;
+  const struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
+  return ext != nullptr && (ext->word[bud].load(std::memory_order_acquire) & kMapsMask) != 0 &&
+         AtBuddyStart(ext, handle, bud);
+}
+
 struct UnmapFastResult {
   bool done;             // false: take the locked path (nothing changed)
   size_t damage;         // the last map ended and the redzone was damaged at this offset (or 0)
@@ -643,8 +654,10 @@ const char *const kUseAfterDestroy =
 // Entry of every call: is the pool live? Registers the call as in flight for the scope.
 class PoolCall {
  public:
-  explicit PoolCall(zbud_pool *pool) : pool_(pool) {
-    if (!ZPOOL_CHECKS) return;
+  // pinned: the caller holds a map of the pool (MapHeld()), which proves it live and holds off
+  // its destruction; nothing to check or register.
+  explicit PoolCall(zbud_pool *pool, bool pinned = false) : pool_(pool) {
+    if (!ZPOOL_CHECKS || pinned) return;
     live_ = kmem_cache_owns(PoolCache(), pool) && pool->calls.enter();
     entered_ = live_;
   }
@@ -928,7 +941,9 @@ void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
       return;
     }
   }
-  PoolCall call(pool);
+  // Under ASan every unmap takes the locked path; one of a held map still needs no call
+  // registration (a destroy attempt meanwhile is refused by the map; the unmap is not).
+  PoolCall call(pool, kc::kAsan && MapHeld(pool, handle));
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_unmap(%p, %#lx): %s",
                  static_cast<void *>(pool), handle, kUseAfterDestroy);
