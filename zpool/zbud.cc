@@ -172,7 +172,7 @@ struct zbud_header : kc::ListNode<BuddyList>, kc::ListNode<LruList> {
 static_assert(sizeof(zbud_header) <= ZHDR_SIZE_ALIGNED, "the zbud header must fit one chunk");
 static_assert(sizeof(zbud_header) % 8 == 0, "ASan poisons the header in whole granules");
 
-// ---- Page extension ------------------------------------------------------------------------------
+// ---- Page extension -------------------------------------------------------------------------
 // What map and unmap check on every call lives in the page's page_ext, not in the header: the
 // entries are dense, so they stay in the cache, where the header of a last buddy (at the other
 // end of the page) and the struct page would each be a miss. zbud's use of it:
@@ -189,17 +189,24 @@ constexpr u32 kMapsMask = kAllocated - 1;
 constexpr unsigned int kSizeWord = 2;
 static_assert(std::atomic<u32>::is_always_lock_free);
 
-struct page_ext *ExtOf(const zbud_header *zhdr) { return page_ext_of(zhdr); }
-const void *OwnerOf(const zbud_header *zhdr) {
-  return ExtOf(zhdr)->owner.load(std::memory_order_relaxed);
+// The fields, from the extension (the lock-free paths have only that) or from the header.
+const void *OwnerOf(const struct page_ext *ext) {
+  return ext->owner.load(std::memory_order_relaxed);
 }
+std::atomic<u32> &MapState(struct page_ext *ext, Buddy bud) { return ext->word[bud]; }
+u32 Size(const struct page_ext *ext, Buddy bud) {
+  return ext->word[kSizeWord + bud].load(std::memory_order_relaxed);
+}
+
+struct page_ext *ExtOf(const zbud_header *zhdr) { return page_ext_of(zhdr); }
+const void *OwnerOf(const zbud_header *zhdr) { return OwnerOf(ExtOf(zhdr)); }
 void SetOwner(const zbud_header *zhdr, const void *pool) {
   ExtOf(zhdr)->owner.store(pool, std::memory_order_relaxed);
 }
-std::atomic<u32> &MapState(const zbud_header *zhdr, Buddy bud) { return ExtOf(zhdr)->word[bud]; }
-u32 Size(const zbud_header *zhdr, Buddy bud) {
-  return ExtOf(zhdr)->word[kSizeWord + bud].load(std::memory_order_relaxed);
+std::atomic<u32> &MapState(const zbud_header *zhdr, Buddy bud) {
+  return MapState(ExtOf(zhdr), bud);
 }
+u32 Size(const zbud_header *zhdr, Buddy bud) { return Size(ExtOf(zhdr), bud); }
 void SetSize(const zbud_header *zhdr, Buddy bud, u32 size) {
   ExtOf(zhdr)->word[kSizeWord + bud].store(size, std::memory_order_relaxed);
 }
@@ -559,7 +566,7 @@ unsigned long SealBuddies(zbud_pool *pool) KC_REQUIRES(pool->lock) {
 // The extension and buddy of a handle-shaped address in a page of this pool, or nullptr.
 struct page_ext *BuddyExtFast(const zbud_pool *pool, unsigned long handle, Buddy *bud) {
   struct page_ext *ext = page_ext_of(reinterpret_cast<const void *>(handle));
-  if (ext == nullptr || ext->owner.load(std::memory_order_relaxed) != pool) return nullptr;
+  if (ext == nullptr || OwnerOf(ext) != pool) return nullptr;
   const unsigned long offset = handle & ~PAGE_MASK;
   if (offset == ZHDR_SIZE_ALIGNED) {
     *bud = FIRST;
@@ -573,14 +580,7 @@ struct page_ext *BuddyExtFast(const zbud_pool *pool, unsigned long handle, Buddy
 // With a map held, the buddy's size is stable: is `handle` where that buddy starts? (A last
 // buddy's start moves with its size; the first buddy's never does.)
 bool AtBuddyStart(const struct page_ext *ext, unsigned long handle, Buddy bud) {
-  if (bud == FIRST) return true;
-  const u32 size = ext->word[kSizeWord + LAST].load(std::memory_order_relaxed);
-  return (handle & ~PAGE_MASK) == PAGE_SIZE - SlotBytes(size);
-}
-
-// Takes back a map counted by MapFast() whose handle turned out not to be the buddy's.
-void UncountMap(std::atomic<u32> &state) {
-  state.fetch_sub(1, std::memory_order_acq_rel);
+  return bud == FIRST || (handle & ~PAGE_MASK) == PAGE_SIZE - SlotBytes(Size(ext, LAST));
 }
 
 // One more map of a live buddy. False: take the locked path (nothing changed).
@@ -591,7 +591,7 @@ bool MapFast(const zbud_pool *pool, unsigned long handle) {
   // Checked before counting too, so that a map of a garbage offset inside a last buddy does not
   // hold off a legitimate free of that buddy, even briefly.
   if (!AtBuddyStart(ext, handle, bud)) return false;
-  std::atomic<u32> &state = ext->word[bud];
+  std::atomic<u32> &state = MapState(ext, bud);
   u32 s = state.load(std::memory_order_relaxed);
   do {
     if (!(s & kAllocated) || (s & kMapsMask) == kMapsMask) return false;
@@ -599,8 +599,8 @@ bool MapFast(const zbud_pool *pool, unsigned long handle) {
                                         std::memory_order_relaxed));
   // The map pins the buddy. A racing free and reuse of the buddy or the page may have changed
   // its size or owner since the checks (only a misusing caller races with a free of its handle).
-  if (!AtBuddyStart(ext, handle, bud) || ext->owner.load(std::memory_order_relaxed) != pool) {
-    UncountMap(state);
+  if (!AtBuddyStart(ext, handle, bud) || OwnerOf(ext) != pool) {
+    state.fetch_sub(1, std::memory_order_acq_rel);  // not this buddy's map after all
     return false;
   }
   return true;
@@ -611,8 +611,8 @@ bool MapFast(const zbud_pool *pool, unsigned long handle) {
 // only for a handle that the caller does not hold mapped (a misuse racing with its own unmap).
 bool MapHeld(const zbud_pool *pool, unsigned long handle) {
   Buddy bud;
-  const struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
-  return ext != nullptr && (ext->word[bud].load(std::memory_order_acquire) & kMapsMask) != 0 &&
+  struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
+  return ext != nullptr && (MapState(ext, bud).load(std::memory_order_acquire) & kMapsMask) != 0 &&
          AtBuddyStart(ext, handle, bud);
 }
 
@@ -629,12 +629,12 @@ UnmapFastResult UnmapFast(const zbud_pool *pool, unsigned long handle) {
   Buddy bud;
   struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
   if (ext == nullptr) return {false, 0, 0};
-  std::atomic<u32> &state = ext->word[bud];
+  std::atomic<u32> &state = MapState(ext, bud);
   u32 s = state.load(std::memory_order_acquire);
   // A mapped buddy (ours: the count pins it) at this handle's offset, or the locked path.
   if (!(s & kAllocated) || (s & kMapsMask) == 0 || !AtBuddyStart(ext, handle, bud))
     return {false, 0, 0};
-  const u32 size = ext->word[kSizeWord + bud].load(std::memory_order_relaxed);
+  const u32 size = Size(ext, bud);
   size_t damage;
   do {
     if (!(s & kAllocated) || (s & kMapsMask) == 0) return {false, 0, 0};

@@ -71,6 +71,15 @@ PageRegion *RegionOfDescriptor(const struct page *page) {
   return region;
 }
 
+// The region and page index of a data address (not in a region header), or nullptr. Never
+// dereferences addr.
+PageRegion *DataPageOf(const void *addr, unsigned long *index) {
+  if (internal::RegionKindOf(addr) != RegionKind::kPages) return nullptr;
+  auto *region = reinterpret_cast<PageRegion *>(internal::RegionBase(addr));
+  *index = (reinterpret_cast<uintptr_t>(addr) - reinterpret_cast<uintptr_t>(region)) >> PAGE_SHIFT;
+  return *index < kHeaderPages ? nullptr : region;
+}
+
 void *AddressOf(PageRegion *region, const struct page *page) {
   auto index = static_cast<unsigned long>(page - region->descs);
   return reinterpret_cast<char *>(region) + (index << PAGE_SHIFT);
@@ -286,21 +295,15 @@ void *page_address(const struct page *page) {
 }
 
 struct page *virt_to_page(const void *addr) {
-  if (kc::internal::RegionKindOf(addr) != kc::internal::RegionKind::kPages) return nullptr;
-  auto *region = reinterpret_cast<kc::PageRegion *>(kc::internal::RegionBase(addr));
-  unsigned long index = (reinterpret_cast<uintptr_t>(addr) - reinterpret_cast<uintptr_t>(region))
-                        >> PAGE_SHIFT;
-  if (index < kc::kHeaderPages) return nullptr;
-  return &region->descs[index];
+  unsigned long index;
+  kc::PageRegion *region = kc::DataPageOf(addr, &index);
+  return region != nullptr ? &region->descs[index] : nullptr;
 }
 
 struct page_ext *page_ext_of(const void *addr) {
-  if (kc::internal::RegionKindOf(addr) != kc::internal::RegionKind::kPages) return nullptr;
-  auto *region = reinterpret_cast<kc::PageRegion *>(kc::internal::RegionBase(addr));
-  unsigned long index = (reinterpret_cast<uintptr_t>(addr) - reinterpret_cast<uintptr_t>(region))
-                        >> PAGE_SHIFT;
-  if (index < kc::kHeaderPages) return nullptr;
-  return &region->exts[index];
+  unsigned long index;
+  kc::PageRegion *region = kc::DataPageOf(addr, &index);
+  return region != nullptr ? &region->exts[index] : nullptr;
 }
 
 unsigned long kc_pages_in_use(void) { return kc::g_in_use.load(std::memory_order_relaxed); }
