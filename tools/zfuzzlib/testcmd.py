@@ -5,8 +5,12 @@ corpus), results read from Bazel's build event protocol. To keep the cold run sh
 one config (ubsan, else the first) also builds the targets that are not tests (benchmarks,
 tools), the others pass --build_tests_only; and the _ps16/_cs4 variant tests (tag
 zfuzz_variant) run under the --variants configs only (default asan and ubsan: the page-size
-and chain-size geometry is what they test, and those two catch its bounds and arithmetic bugs). Then the smoke steps: the sample harness
-built for libFuzzer and for AFL++ runs for 10 seconds each. Then the tools' own unit tests.
+and chain-size geometry is what they test, and those two catch its bounds and arithmetic bugs).
+The last config, opt-unchecked, is the benchmark's baseline: an optimised build with the misuse
+checks compiled out (-DZPOOL_UNCHECKED=1), which runs the library tests only (//zpool/...: a
+fuzz corpus holds misuse, which is undefined behaviour without the checks); the misuse tests
+skip themselves there. Then the smoke steps: the sample harness built for libFuzzer and for
+AFL++ runs for 10 seconds each. Then the tools' own unit tests.
 Prints a table (config, passed, failed, time) and a final line `N passed, N failed`; exits
 non-zero on any failure.
 """
@@ -21,9 +25,12 @@ from . import setup
 from .common import (REPO_ROOT, Stopwatch, ZfuzzError, cache_dir, format_duration, say, tail_of)
 
 SANITIZER_CONFIGS = ["asan", "ubsan", "tsan", "msan"]
+UNCHECKED_CONFIG = "opt-unchecked"  # the benchmark's baseline build (.bazelrc)
+UNCHECKED_TARGETS = "//zpool/..."   # what it runs when the targets are the default //...
+DEFAULT_CONFIGS = SANITIZER_CONFIGS + [UNCHECKED_CONFIG]
 VARIANT_CONFIGS = ["asan", "ubsan"]  # default --variants
 FULL_BUILD_CONFIG = "ubsan"  # the config that also builds the targets that are not tests
-KNOWN_CONFIGS = SANITIZER_CONFIGS + ["asan-ubsan"]
+KNOWN_CONFIGS = DEFAULT_CONFIGS + ["asan-ubsan"]
 SMOKE_TARGET = "kernel_api_fuzz"
 SMOKE_SECONDS = 10
 
@@ -33,11 +40,12 @@ def add_parser(sub):
         "test",
         help="run the whole test suite in every sanitizer config (the README's test command)",
         description="Runs set-up when something is missing, then `bazel test //...` under each "
-        "config (default: asan, ubsan, tsan, msan), then builds the libFuzzer and AFL++ variants "
+        "config (default: asan, ubsan, tsan, msan, and opt-unchecked: the checks compiled out, "
+        "//zpool/... only), then builds the libFuzzer and AFL++ variants "
         "of a sample harness and runs each for %d seconds, then the tools' unit tests. Prints a "
         "table and `N passed, N failed`; exits 1 on any failure." % SMOKE_SECONDS)
-    p.add_argument("--config", default=",".join(SANITIZER_CONFIGS),
-                   help="comma-separated sanitizer configs to test (known: %s; default: %%(default)s)"
+    p.add_argument("--config", default=",".join(DEFAULT_CONFIGS),
+                   help="comma-separated configs to test (known: %s; default: %%(default)s)"
                    % ", ".join(KNOWN_CONFIGS))
     p.add_argument("--variants", default=",".join(VARIANT_CONFIGS),
                    help="configs that also run the _ps16 and _cs4 variant tests, comma-separated, "
@@ -120,12 +128,21 @@ class Row:
 def stage_flags(config, configs, variant_configs):
     """The test-selection flags of one config's stage (see the module's docstring)."""
     flags = []
-    full = FULL_BUILD_CONFIG if FULL_BUILD_CONFIG in configs else configs[0]
+    checked = [c for c in configs if c != UNCHECKED_CONFIG] or configs
+    full = FULL_BUILD_CONFIG if FULL_BUILD_CONFIG in checked else checked[0]
     if config != full:
         flags.append("--build_tests_only")
     if config not in variant_configs:
         flags.append("--test_tag_filters=-zfuzz_variant")
     return flags
+
+
+def stage_targets(config, targets):
+    """The target patterns of one config's stage: the unchecked build runs the library tests
+    only, unless the caller named the targets."""
+    if config == UNCHECKED_CONFIG and targets.split() == ["//..."]:
+        return UNCHECKED_TARGETS
+    return targets
 
 
 def parse_variants(text, configs):
@@ -174,10 +191,17 @@ def run_bazel_tests(config, targets, log_dir, verbose, flags=()):
     return row
 
 
+def output_dir(config):
+    """bazel-out/<dir> of a config: the compilation mode, then the platform suffix (.bazelrc
+    sets it to the config's name)."""
+    mode = "opt" if config.startswith("opt") else "fastbuild"
+    return "k8-%s%s" % (mode, config)
+
+
 def testlog_path(config, label):
-    """bazel-out/k8-fastbuild<config>/testlogs/<package>/<name>/test.log of a test, if any."""
+    """bazel-out/<output_dir(config)>/testlogs/<package>/<name>/test.log of a test, if any."""
     pkg, _, name = label.lstrip("/").partition(":")
-    path = os.path.join(REPO_ROOT, "bazel-out", "k8-fastbuild" + config, "testlogs", pkg, name,
+    path = os.path.join(REPO_ROOT, "bazel-out", output_dir(config), "testlogs", pkg, name,
                         "test.log")
     return path if os.path.exists(path) else None
 
@@ -327,8 +351,8 @@ def run_test(args):
     os.makedirs(log_dir, exist_ok=True)
     rows = []
     for config in configs:
-        rows.append(run_bazel_tests(config, args.targets, log_dir, args.verbose,
-                                    stage_flags(config, configs, variant_configs)))
+        rows.append(run_bazel_tests(config, stage_targets(config, args.targets), log_dir,
+                                    args.verbose, stage_flags(config, configs, variant_configs)))
     if not args.no_smoke:
         rows.append(smoke_libfuzzer(log_dir))
         rows.append(smoke_afl(log_dir))

@@ -90,6 +90,25 @@ class StageFlagsTest(unittest.TestCase):
         self.assertEqual(testcmd.stage_flags("msan", ["tsan", "msan"], ["tsan", "msan"]),
                          ["--build_tests_only"])
 
+    def test_the_unchecked_build_runs_the_library_tests_only_and_never_builds_everything(self):
+        every = testcmd.DEFAULT_CONFIGS
+        self.assertIn("opt-unchecked", every)
+        variants = testcmd.parse_variants("asan,ubsan", every)
+        self.assertEqual(testcmd.stage_flags("opt-unchecked", every, variants),
+                         ["--build_tests_only", "--test_tag_filters=-zfuzz_variant"])
+        self.assertEqual(testcmd.stage_flags("ubsan", every, variants), [])
+        # Listed first, it still leaves the full build to a checked config.
+        self.assertEqual(testcmd.stage_flags("tsan", ["opt-unchecked", "tsan"], []),
+                         ["--test_tag_filters=-zfuzz_variant"])
+        self.assertEqual(testcmd.stage_targets("opt-unchecked", "//..."), "//zpool/...")
+        self.assertEqual(testcmd.stage_targets("opt-unchecked", "//zpool:zbud_test"),
+                         "//zpool:zbud_test")
+        self.assertEqual(testcmd.stage_targets("asan", "//..."), "//...")
+
+    def test_output_directories_follow_the_compilation_mode(self):
+        self.assertEqual(testcmd.output_dir("asan"), "k8-fastbuildasan")
+        self.assertEqual(testcmd.output_dir("opt-unchecked"), "k8-optopt-unchecked")
+
     def test_variants_all_and_bad_names(self):
         self.assertEqual(testcmd.parse_variants("all", ["tsan"]), ["tsan"])
         self.assertEqual(testcmd.parse_variants("", self.ALL), [])
