@@ -69,9 +69,7 @@ struct page_ext {
 };
 static_assert(sizeof(page_ext) == 32, "page_ext entries are 32 bytes");
 
-// O(1) and, like virt_to_page(), never dereferences addr: the extension of the page holding addr,
-// or NULL for an address that is not in one of our pages.
-struct page_ext *page_ext_of(const void *addr);
+// page_ext_of(addr), the extension of the page holding addr: zpool/kernel/page_ext.h.
 
 namespace kc {
 

@@ -1,10 +1,7 @@
 // The page allocator: alloc_page, __free_page, virt_to_page, page_address.
 //
-// Region layout (kRegionSize bytes, aligned to it):
-//   [PageRegion header: magic, descriptor array, page_ext array][data page][data page]...
-// The header occupies the first kHeaderPages pages; their descriptors and extensions exist but
-// are never handed out, and virt_to_page()/page_ext_of() of an address inside the header return
-// NULL.
+// Region layout: internal::PageRegion (region.h). virt_to_page() and page_ext_of() (page_ext.h)
+// of an address inside a region's header return NULL.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -23,18 +20,12 @@ namespace kc {
 
 namespace {
 
+using internal::DataPageOf;
+using internal::kHeaderPages;
+using internal::PageRegion;
 using internal::RegionKind;
 
 constexpr uint64_t kPageRegionMagic = 0x7a706f6f6c706731ULL;  // "zpoolpg1"
-
-struct PageRegion {
-  uint64_t magic;
-  struct page descs[kPagesPerRegion];
-  alignas(32) struct page_ext exts[kPagesPerRegion];  // dense: see page.h
-};
-
-constexpr unsigned long kHeaderPages = (sizeof(PageRegion) + PAGE_SIZE - 1) / PAGE_SIZE;
-static_assert(kHeaderPages < kPagesPerRegion / 2, "descriptor array too large for a region");
 
 struct PageAllocator {
   std::mutex mu;
@@ -69,15 +60,6 @@ PageRegion *RegionOfDescriptor(const struct page *page) {
       offset / sizeof(struct page) >= kPagesPerRegion)
     return nullptr;
   return region;
-}
-
-// The region and page index of a data address (not in a region header), or nullptr. Never
-// dereferences addr.
-PageRegion *DataPageOf(const void *addr, unsigned long *index) {
-  if (internal::RegionKindOf(addr) != RegionKind::kPages) return nullptr;
-  auto *region = reinterpret_cast<PageRegion *>(internal::RegionBase(addr));
-  *index = (reinterpret_cast<uintptr_t>(addr) - reinterpret_cast<uintptr_t>(region)) >> PAGE_SHIFT;
-  return *index < kHeaderPages ? nullptr : region;
 }
 
 void *AddressOf(PageRegion *region, const struct page *page) {
@@ -298,12 +280,6 @@ struct page *virt_to_page(const void *addr) {
   unsigned long index;
   kc::PageRegion *region = kc::DataPageOf(addr, &index);
   return region != nullptr ? &region->descs[index] : nullptr;
-}
-
-struct page_ext *page_ext_of(const void *addr) {
-  unsigned long index;
-  kc::PageRegion *region = kc::DataPageOf(addr, &index);
-  return region != nullptr ? &region->exts[index] : nullptr;
 }
 
 unsigned long kc_pages_in_use(void) { return kc::g_in_use.load(std::memory_order_relaxed); }

@@ -9,6 +9,7 @@
 
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/page.h"
+#include "zpool/kernel/page_ext.h"
 #include "zpool/kernel/sanitizer.h"
 
 namespace {

@@ -28,6 +28,7 @@ using internal::RegionKind;
 constexpr unsigned long kSlabShift = 16;  // 64 KiB
 constexpr unsigned long kSlabSize = 1UL << kSlabShift;
 constexpr unsigned long kSlabsPerRegion = kRegionSize / kSlabSize;
+static_assert(kRegionSize % kSlabSize == 0, "slabs are kSlabSize-aligned (ObjectIndex relies on it)");
 constexpr unsigned long kMinObject = 8;
 constexpr unsigned long kBitmapWords = kSlabSize / kMinObject / 64;
 constexpr uint64_t kSlabRegionMagic = 0x7a706f6f6c736c31ULL;  // "zpoolsl1"
@@ -148,9 +149,10 @@ struct kmem_cache {
 namespace {
 
 // Index of the object at obj in desc's slab, or -1 if obj is not an object boundary.
+// REQUIRES: desc == SlabOf(obj). Slabs are kSlabSize-aligned, so obj's offset in its slab is its
+// low bits (kmem_cache_owns() runs this on every zpool and zsmalloc call).
 long ObjectIndex(const struct kmem_cache *cache, const kc::SlabDesc *desc, const void *obj) {
-  uintptr_t offset = reinterpret_cast<uintptr_t>(obj) -
-                     reinterpret_cast<uintptr_t>(kc::SlabBase(desc));
+  const uintptr_t offset = reinterpret_cast<uintptr_t>(obj) & (kc::kSlabSize - 1);
   unsigned long index = static_cast<unsigned long>((offset * cache->reciprocal) >> 32);
   if (index * cache->size != offset || index >= desc->objects) return -1;
   return static_cast<long>(index);
