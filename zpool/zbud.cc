@@ -124,6 +124,7 @@
 #include "zpool/kernel/list.h"
 #include "zpool/kernel/lock.h"
 #include "zpool/kernel/page.h"
+#include "zpool/kernel/page_ext.h"
 #include "zpool/kernel/percpu.h"
 #include "zpool/kernel/percpu_ref.h"
 #include "zpool/kernel/sanitizer.h"
@@ -411,6 +412,29 @@ __attribute__((no_sanitize("address", "memory"))) size_t RedzoneDamage(const cha
   return 0;
 }
 
+// RedzoneDamage(obj, size) == 0, without a call in plain builds (the lock-free unmap runs it on
+// every last unmap and then needs no stack frame): whole words, the last one overlapping the one
+// before; a redzone shorter than a word byte by byte.
+bool RedzoneIntact(const char *obj, size_t size) {
+  if constexpr (!kPlainBuild) return RedzoneDamage(obj, size) == 0;
+  const size_t n = RedzoneLen(size);
+  const char *rz = obj + size;
+  const u8 *want = kRedzonePattern.bytes;
+  auto word = [](const void *p) {
+    u64 w;
+    memcpy(&w, p, sizeof(w));
+    return w;
+  };
+  u64 diff = 0;
+  if (n < sizeof(u64)) {
+    for (size_t i = 0; i < n; i++) diff |= static_cast<u8>(rz[i]) ^ want[i];
+    return diff == 0;
+  }
+  for (size_t i = 0; i + sizeof(u64) < n; i += sizeof(u64)) diff |= word(rz + i) ^ word(want + i);
+  diff |= word(rz + n - sizeof(u64)) ^ word(want + n - sizeof(u64));
+  return diff == 0;
+}
+
 char *BuddyAddress(const zbud_header *zhdr, Buddy bud) {
   return reinterpret_cast<char *>(encode_handle(zhdr, bud));
 }
@@ -616,36 +640,27 @@ bool MapHeld(const zbud_pool *pool, unsigned long handle) {
          AtBuddyStart(ext, handle, bud);
 }
 
-struct UnmapFastResult {
-  bool done;             // false: take the locked path (nothing changed)
-  size_t damage;         // the last map ended and the redzone was damaged at this offset (or 0)
-  u32 size;              // the object's requested size
-};
-
-// One map fewer of a live, mapped buddy; at the last one, the redzone check (and its repair).
-// Everything is read and written BEFORE the count drops: once it has, a free of the object or
-// a destroy of the pool may proceed, and neither the page nor the pool may be touched again.
-UnmapFastResult UnmapFast(const zbud_pool *pool, unsigned long handle) {
+// One map fewer of a live, mapped buddy whose redzone is intact if this is its last map. False:
+// take the locked path, nothing changed (it also reports and repairs a damaged redzone).
+// Everything is read BEFORE the count drops: once it has, a free of the object or a destroy of
+// the pool may proceed, and neither the page nor the pool may be touched again.
+bool UnmapFast(const zbud_pool *pool, unsigned long handle) {
   Buddy bud;
   struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
-  if (ext == nullptr) return {false, 0, 0};
+  if (ext == nullptr) return false;
   std::atomic<u32> &state = MapState(ext, bud);
   u32 s = state.load(std::memory_order_acquire);
   // A mapped buddy (ours: the count pins it) at this handle's offset, or the locked path.
-  if (!(s & kAllocated) || (s & kMapsMask) == 0 || !AtBuddyStart(ext, handle, bud))
-    return {false, 0, 0};
+  if (!(s & kAllocated) || (s & kMapsMask) == 0 || !AtBuddyStart(ext, handle, bud)) return false;
   const u32 size = Size(ext, bud);
-  size_t damage;
   do {
-    if (!(s & kAllocated) || (s & kMapsMask) == 0) return {false, 0, 0};
-    damage = 0;
-    if (ZPOOL_CHECKS && (s & kMapsMask) == 1) {
-      damage = RedzoneDamage(reinterpret_cast<char *>(handle), size);
-      if (damage != 0) WriteRedzone(reinterpret_cast<char *>(handle), size);
-    }
+    if (!(s & kAllocated) || (s & kMapsMask) == 0) return false;
+    if (ZPOOL_CHECKS && (s & kMapsMask) == 1 &&
+        !RedzoneIntact(reinterpret_cast<char *>(handle), size))
+      return false;
   } while (!state.compare_exchange_weak(s, s - 1, std::memory_order_acq_rel,
                                         std::memory_order_acquire));
-  return {true, damage, size};
+  return true;
 }
 
 const char *const kUseAfterDestroy =
@@ -888,11 +903,12 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
   spin_unlock(&pool->lock);
 }
 
-void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
-  if (!kTrackMaps) return reinterpret_cast<void *>(handle);
-  // Without ASan, a live handle is mapped without the lock (see MapFast). Under ASan the first
-  // map unpoisons the object, which must be ordered with the count: the lock does it.
-  if (!kc::kAsan && MapFast(pool, handle)) return reinterpret_cast<void *>(handle);
+namespace {
+
+// The locked paths of zbud_map() and zbud_unmap(): every call under ASan, and otherwise the calls
+// the lock-free paths decline, which are the misuse to report (and the evict grace). Out of line,
+// so that the lock-free paths need no stack frame.
+[[gnu::noinline]] void *MapLocked(struct zbud_pool *pool, unsigned long handle) {
   PoolCall call(pool);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_map(%p, %#lx): %s",
@@ -927,20 +943,7 @@ void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
   return reinterpret_cast<void *>(handle);
 }
 
-void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
-  if (!kTrackMaps) return;
-  // A mapped handle of a live pool: the fast path (see UnmapFast: the mapping pins the pool).
-  if (!kc::kAsan) {
-    const UnmapFastResult fast = UnmapFast(pool, handle);
-    if (fast.done) {
-      if (ZPOOL_CHECKS && fast.damage != 0)
-        ZPOOL_MISUSE(ZPOOL_MISUSE_OVERFLOW,
-                     "zbud_unmap(%p, %#lx): redzone after the %u-byte object overwritten at "
-                     "offset %zu (a write past the requested size?)",
-                     static_cast<void *>(pool), handle, fast.size, fast.damage);
-      return;
-    }
-  }
+[[gnu::noinline]] void UnmapLocked(struct zbud_pool *pool, unsigned long handle) {
   // Under ASan every unmap takes the locked path; one of a held map still needs no call
   // registration (a destroy attempt meanwhile is refused by the map; the unmap is not).
   PoolCall call(pool, kc::kAsan && MapHeld(pool, handle));
@@ -998,6 +1001,23 @@ void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
     }
   }
   spin_unlock(&pool->lock);
+}
+
+}  // namespace
+
+void *zbud_map(struct zbud_pool *pool, unsigned long handle) {
+  if (!kTrackMaps) return reinterpret_cast<void *>(handle);
+  // Without ASan, a live handle is mapped without the lock (see MapFast). Under ASan the first
+  // map unpoisons the object, which must be ordered with the count: the lock does it.
+  if (!kc::kAsan && MapFast(pool, handle)) return reinterpret_cast<void *>(handle);
+  return MapLocked(pool, handle);
+}
+
+void zbud_unmap(struct zbud_pool *pool, unsigned long handle) {
+  if (!kTrackMaps) return;
+  // A mapped handle of a live pool: the fast path (see UnmapFast: the mapping pins the pool).
+  if (!kc::kAsan && UnmapFast(pool, handle)) return;
+  UnmapLocked(pool, handle);
 }
 
 int zbud_reclaim_page(struct zbud_pool *pool, unsigned int retries) {

@@ -51,6 +51,10 @@ __attribute__((no_sanitize("address"))) void RawWrite(unsigned long addr, u8 val
   *reinterpret_cast<volatile u8 *>(addr) = value;
 }
 
+__attribute__((no_sanitize("address", "memory"))) u8 RawRead(unsigned long addr) {
+  return *reinterpret_cast<volatile const u8 *>(addr);
+}
+
 std::string LastWarning() {
   char buf[1024] = "";
   kc_last_warning(buf, sizeof(buf));
@@ -530,6 +534,24 @@ TEST_F(ZbudHardeningTest, WritePastTheRequestedSizeIsCaughtAtUnmap) {
   EXPECT_EQ(zpool_misuse_count(ZPOOL_MISUSE_OVERFLOW), 1u);
   ExpectMisuse(ZPOOL_MISUSE_OVERFLOW, [&] { zbud_unmap(pool_, h); });
   zbud_free(pool_, h);
+}
+
+// The unmap finds a write to any byte of the redzone: it compares whole words (the last one
+// overlapping), and a redzone shorter than a word byte by byte. Slack 20, 8 and 4 bytes.
+TEST_F(ZbudHardeningTest, EveryRedzoneByteIsChecked) {
+  for (size_t slack : {size_t{20}, size_t{8}, size_t{4}}) {
+    const size_t size = Chunks(3) - slack;
+    unsigned long h = Alloc(size, 6);
+    for (size_t k = 0; k < slack; k++) {
+      ASSERT_NE(zbud_map(pool_, h), nullptr);
+      RawWrite(h + size + k, static_cast<u8>(~RawRead(h + size + k)));
+      char expect[64];
+      snprintf(expect, sizeof(expect), "overwritten at offset %zu", size + k);
+      ExpectMisuse(ZPOOL_MISUSE_OVERFLOW, [&] { zbud_unmap(pool_, h); }, expect);
+    }
+    EXPECT_TRUE(Holds(h, size, 6));
+    zbud_free(pool_, h);  // quiet: every unmap restored the pattern
+  }
 }
 
 TEST_F(ZbudHardeningTest, WritePastTheRequestedSizeAfterUnmapIsCaughtAtFree) {
