@@ -21,6 +21,10 @@
 // a nested call refused by a racing destroy attempt: that attempt must fail, so the call waits
 // for it to back out.
 //
+// zpool_map_handle() and zpool_unmap_handle() run on every load: their common case (a live pool,
+// no mapping held; the mapping this thread holds) is checked inline without a stack frame, and
+// anything else goes to out-of-line functions that take the checks in order and report.
+//
 // Per-thread state (thread_local, constant-initialised): the one mapping this thread holds
 // (pool, handle, whether the pool can sleep mapped), and a stack of the zpool calls it is inside
 // that run user code (CallFrame: zpool_shrink -> backend -> zpool_evict -> ops->evict ->
@@ -68,6 +72,11 @@ constinit kc::LockClass kEvictLockClass("zpool evict_lock");
 
 const char *Name(const char *s) { return s != nullptr ? s : "(null)"; }
 
+// The cache every struct zpool comes from, published by the registry's constructor, so that the
+// pool check of every call reads one global instead of calling registry(). NULL until then:
+// no pool exists before the registry does.
+constinit std::atomic<struct kmem_cache *> g_pool_cache{nullptr};
+
 }  // namespace
 
 struct zpool : kc::ListNode<zpool_internal::PoolList> {
@@ -94,6 +103,7 @@ namespace {
 struct Registry {
   Registry() : pool_cache(kmem_cache_create("zpool", sizeof(struct zpool), alignof(struct zpool))) {
     BUG_ON(pool_cache == nullptr);
+    g_pool_cache.store(pool_cache, std::memory_order_release);
     kc::SpinLockGuard guard(drivers_lock);
     for (zpool_driver *driver : zpool_internal::builtin_drivers()) {
       driver->refcount.store(0, std::memory_order_relaxed);
@@ -212,11 +222,10 @@ bool PinnedByThisThread(const struct zpool *pool) {
   return t_mapping.pool == pool || InnermostCallOn(pool, t_calls) != nullptr;
 }
 
-// Counts a call in flight on a live pool. False once the pool's destruction has begun, unless
-// this thread already holds a reference on it: then the destroy attempt must fail, and the call
-// waits for it to back out instead of being refused.
-bool EnterPool(struct zpool *pool) {
-  if (__builtin_expect(pool->ref.enter(), 1)) return true;
+// EnterPool() when the pool's destruction has begun: refused, unless this thread already holds a
+// reference on the pool; then the destroy attempt must fail, and the call waits for it to back
+// out instead.
+[[gnu::noinline]] bool EnterDyingPool(struct zpool *pool) {
   if (!PinnedByThisThread(pool)) return false;
   unsigned spins = 0;
   do {
@@ -225,7 +234,16 @@ bool EnterPool(struct zpool *pool) {
   return true;
 }
 
-bool IsLivePool(const struct zpool *pool) { return kmem_cache_owns(registry().pool_cache, pool); }
+// Counts a call in flight on a live pool. False once the pool's destruction has begun (but see
+// EnterDyingPool()).
+inline bool EnterPool(struct zpool *pool) {
+  return __builtin_expect(pool->ref.enter(), 1) || EnterDyingPool(pool);
+}
+
+inline bool IsLivePool(const struct zpool *pool) {
+  struct kmem_cache *cache = g_pool_cache.load(std::memory_order_acquire);
+  return cache != nullptr && kmem_cache_owns(cache, pool);
+}
 
 // One zpool call on a pool: checks that the pool is live and counts the call in flight, for the
 // scope of the object. A call that runs user code (zpool_shrink: the evict callback) also pushes
@@ -281,16 +299,18 @@ class PoolCall {
 
 }  // namespace
 
-// Starts a call on `pool` (an identifier) named __func__; on a pool that is not live, or is being
-// destroyed, reports use-after-destroy and returns `fail` (empty for void functions). A fourth
-// argument is the PoolCall's Frame.
-#define ZPOOL_CALL(call, pool, fail, ...)                                \
-  PoolCall call(pool __VA_OPT__(, ) __VA_ARGS__);                        \
-  if (__builtin_expect(call.state() != PoolCall::kOk, 0)) {              \
-    ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "%s(%p): %s", __func__, \
-                 static_cast<const void *>(pool), call.why());           \
-    return fail;                                                         \
+// Starts a call on `pool` (an identifier) named `api`; on a pool that is not live, or is being
+// destroyed, reports use-after-destroy and returns `fail` (empty for void functions). A fifth
+// argument is the PoolCall's Frame. ZPOOL_CALL: the call is the enclosing function.
+#define ZPOOL_CALL_AS(api, call, pool, fail, ...)                   \
+  PoolCall call(pool __VA_OPT__(, ) __VA_ARGS__);                   \
+  if (__builtin_expect(call.state() != PoolCall::kOk, 0)) {         \
+    ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "%s(%p): %s", api, \
+                 static_cast<const void *>(pool), call.why());      \
+    return fail;                                                    \
   }
+#define ZPOOL_CALL(call, pool, fail, ...) \
+  ZPOOL_CALL_AS(__func__, call, pool, fail __VA_OPT__(, ) __VA_ARGS__)
 
 // ---- Registry ----------------------------------------------------------------------------------
 
@@ -523,8 +543,13 @@ int zpool_shrink(struct zpool *pool, unsigned int pages, unsigned int *reclaimed
   return pool->driver->shrink(pool->pool, pages, reclaimed);
 }
 
-void *zpool_map_handle(struct zpool *pool, unsigned long handle, enum zpool_mapmode mm) {
-  ZPOOL_CALL(call, pool, nullptr);
+namespace {
+
+// zpool_map_handle() when its lock-free path declines: the same steps with each check in the
+// order of docs/hardening.md, so that whatever is wrong is reported.
+[[gnu::noinline]] void *MapChecked(struct zpool *pool, unsigned long handle,
+                                   enum zpool_mapmode mm) {
+  ZPOOL_CALL_AS("zpool_map_handle", call, pool, nullptr);
   if (ZPOOL_CHECKS && t_mapping.pool != nullptr) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_NESTED_MAP,
                  "zpool_map_handle(%p, %#lx) on cpu %d: this thread already maps handle %#lx of "
@@ -542,31 +567,54 @@ void *zpool_map_handle(struct zpool *pool, unsigned long handle, enum zpool_mapm
   return mem;
 }
 
+// zpool_unmap_handle() of anything but the mapping this thread holds: the misuse to report.
+[[gnu::noinline]] void UnmapChecked(struct zpool *pool, unsigned long handle) {
+  ZPOOL_CALL_AS("zpool_unmap_handle", call, pool, );
+  if (t_mapping.pool == nullptr) {
+    ZPOOL_MISUSE(ZPOOL_MISUSE_BAD_UNMAP,
+                 "zpool_unmap_handle(%p, %#lx) on cpu %d: this thread maps nothing (unmapped "
+                 "twice, or unmapping on another thread than the map?); ignored",
+                 static_cast<void *>(pool), handle, kc_current_cpu());
+  } else {
+    ZPOOL_MISUSE(ZPOOL_MISUSE_BAD_UNMAP,
+                 "zpool_unmap_handle(%p, %#lx) on cpu %d: this thread maps handle %#lx of "
+                 "pool %p, not this one (wrong handle or pool?); ignored",
+                 static_cast<void *>(pool), handle, kc_current_cpu(), t_mapping.handle,
+                 static_cast<void *>(t_mapping.pool));
+  }
+}
+
+}  // namespace
+
+void *zpool_map_handle(struct zpool *pool, unsigned long handle, enum zpool_mapmode mm) {
+  if constexpr (!ZPOOL_CHECKS) return pool->driver->map(pool->pool, handle, mm);
+  // The common case, without a frame: this thread maps nothing and the pool is live. The call's
+  // reference passes to the mapping; zpool_unmap_handle() drops it.
+  if (__builtin_expect(t_mapping.pool == nullptr && IsLivePool(pool) && pool->ref.enter(), 1)) {
+    void *mem = pool->driver->map(pool->pool, handle, mm);
+    if (mem == nullptr) {
+      pool->ref.exit();
+      return nullptr;
+    }
+    t_mapping = {pool, handle, pool->driver->sleep_mapped};
+    return mem;
+  }
+  return MapChecked(pool, handle, mm);
+}
+
 void zpool_unmap_handle(struct zpool *pool, unsigned long handle) {
-  if (ZPOOL_CHECKS && t_mapping.pool == pool && t_mapping.handle == handle) {
+  if constexpr (!ZPOOL_CHECKS) {
+    pool->driver->unmap(pool->pool, handle);
+    return;
+  }
+  if (t_mapping.pool == pool && t_mapping.handle == handle) {
     // The mapping's reference keeps the pool live until here: nothing else to check.
     pool->driver->unmap(pool->pool, handle);
     t_mapping = {};
     pool->ref.exit();
     return;
   }
-  ZPOOL_CALL(call, pool, );
-  if constexpr (ZPOOL_CHECKS) {
-    if (t_mapping.pool == nullptr) {
-      ZPOOL_MISUSE(ZPOOL_MISUSE_BAD_UNMAP,
-                   "zpool_unmap_handle(%p, %#lx) on cpu %d: this thread maps nothing (unmapped "
-                   "twice, or unmapping on another thread than the map?); ignored",
-                   static_cast<void *>(pool), handle, kc_current_cpu());
-    } else {
-      ZPOOL_MISUSE(ZPOOL_MISUSE_BAD_UNMAP,
-                   "zpool_unmap_handle(%p, %#lx) on cpu %d: this thread maps handle %#lx of "
-                   "pool %p, not this one (wrong handle or pool?); ignored",
-                   static_cast<void *>(pool), handle, kc_current_cpu(), t_mapping.handle,
-                   static_cast<void *>(t_mapping.pool));
-    }
-    return;
-  }
-  pool->driver->unmap(pool->pool, handle);
+  UnmapChecked(pool, handle);  // not this thread's mapping: misuse, ignored
 }
 
 u64 zpool_get_total_size(struct zpool *pool) {
