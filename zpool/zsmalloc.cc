@@ -422,6 +422,9 @@ AtomicWhy WhyAtomic() {
 #define ZS_RAW __attribute__((no_sanitize("address"), no_builtin("memcpy"), no_builtin("memset")))
 
 typedef unsigned long __attribute__((may_alias)) raw_word;
+// The same at any alignment: a redzone starts wherever the requested size ends.
+typedef unsigned long __attribute__((may_alias, aligned(1))) raw_uword;
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "raw_find_not(): first byte = low bits");
 
 ZS_RAW unsigned long raw_read_word(const void *p) { return *static_cast<const raw_word *>(p); }
 ZS_RAW void raw_write_word(void *p, unsigned long v) { *static_cast<raw_word *>(p) = v; }
@@ -442,23 +445,36 @@ ZS_RAW void raw_copy(void *dst, const void *src, size_t n) {
 
 constexpr unsigned long kByteRepeat = 0x0101010101010101UL;
 
+// Redzones (at most kRedzoneMax bytes, at any alignment) are filled and checked a word at a time,
+// the last word overlapping the one before; only one shorter than a word goes byte by byte.
 ZS_RAW void raw_fill(void *dst, unsigned char v, size_t n) {
   auto *d = static_cast<unsigned char *>(dst);
-  for (; n > 0 && (reinterpret_cast<uintptr_t>(d) & 7); n--) *d++ = v;
-  for (; n >= 8; n -= 8, d += 8) *reinterpret_cast<raw_word *>(d) = v * kByteRepeat;
-  for (; n > 0; n--) *d++ = v;
+  const unsigned long w = v * kByteRepeat;
+  if (n < sizeof(w)) {
+    for (size_t i = 0; i < n; i++) d[i] = v;
+    return;
+  }
+  for (size_t i = 0; i + sizeof(w) < n; i += sizeof(w)) *reinterpret_cast<raw_uword *>(d + i) = w;
+  *reinterpret_cast<raw_uword *>(d + n - sizeof(w)) = w;
 }
 
 // Index of the first byte of [p, p + n) that is not v, or n.
 ZS_RAW size_t raw_find_not(const void *p, unsigned char v, size_t n) {
   auto *s = static_cast<const unsigned char *>(p);
+  const unsigned long w = v * kByteRepeat;
+  if (n < sizeof(w)) {
+    for (size_t i = 0; i < n; i++)
+      if (s[i] != v) return i;
+    return n;
+  }
   size_t i = 0;
-  for (; i < n && (reinterpret_cast<uintptr_t>(s + i) & 7); i++)
-    if (s[i] != v) return i;
-  for (; i + 8 <= n; i += 8)
-    if (*reinterpret_cast<const raw_word *>(s + i) != v * kByteRepeat) break;
-  for (; i < n; i++)
-    if (s[i] != v) return i;
+  for (; i + sizeof(w) < n; i += sizeof(w))
+    if (unsigned long diff = *reinterpret_cast<const raw_uword *>(s + i) ^ w)
+      return i + static_cast<size_t>(__builtin_ctzl(diff)) / 8;
+  // The last word overlaps bytes already found equal, so its first difference is at >= i.
+  i = n - sizeof(w);
+  if (unsigned long diff = *reinterpret_cast<const raw_uword *>(s + i) ^ w)
+    return i + static_cast<size_t>(__builtin_ctzl(diff)) / 8;
   return n;
 }
 

@@ -5,6 +5,7 @@
 // configs and pass only if the sanitizer reports the bad access itself.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -860,6 +861,32 @@ TEST_F(ZsHardeningTest, WritePastTheRequestedSizeIsCaughtAtUnmap) {
     zs_unmap_object(pool_, hs[0]);
     EXPECT_NO_MISUSE();
     for (unsigned long h : hs) zs_free(pool_, h);
+  }
+}
+
+// The report names the first redzone byte overwritten wherever it is: the check compares whole
+// words (the last one overlapping), and a redzone shorter than a word byte by byte. With 4 KiB
+// pages the slack is 14, 8 and 4 bytes: words and an overlapping one, one word, bytes only.
+TEST_F(ZsHardeningTest, TheFirstRedzoneByteOverwrittenIsNamed) {
+  for (size_t size : {size_t{90}, size_t{96}, size_t{100}}) {
+    const zs_class_info info = Lookup(pool_, size);
+    const size_t rz = std::min<size_t>(info.size - kHandleSize - size, 64);
+    ASSERT_GT(rz, 0u) << "size " << size << ": no slack";
+    unsigned long h = Alloc(size, 7);
+    for (size_t k = 0; k < rz; k++) {
+      auto *p = static_cast<unsigned char *>(zs_map_object(pool_, h, ZS_MM_RW));
+      ASSERT_NE(p, nullptr);
+      RawStore(p, size + k, 0x42);
+      if (k + 1 < rz) RawStore(p, size + rz - 1, 0x43);  // a later byte too: the first is named
+      zs_unmap_object(pool_, h);
+      const std::string want = "redzone byte " + std::to_string(k) + " overwritten";
+      EXPECT_NE(LastWarning().find(want), std::string::npos)
+          << "size " << size << ", byte " << k << ": " << LastWarning();
+      EXPECT_ONE_MISUSE(ZPOOL_MISUSE_OVERFLOW);
+      ASSERT_EQ(Validate(pool_), "") << "the redzone is not intact again";
+    }
+    EXPECT_TRUE(Intact(pool_, h, size, 7));
+    zs_free(pool_, h);
   }
 }
 
