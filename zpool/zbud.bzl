@@ -6,7 +6,10 @@ def zbud_targets():
     zfuzz_cc_library(
         name = "zbud",
         srcs = ["zbud.cc"],
-        hdrs = ["zbud.h"],
+        hdrs = [
+            "zbud.h",
+            "zbud_pinned.h",
+        ],
         variant_deps = [
             ":misuse",
             "//zpool/kernel:kernel",

@@ -67,11 +67,13 @@
 //   and enters a PercpuRef ("calls in flight"): a destroyed pool is reported as
 //   use-after-destroy (-EINVAL / NULL / no-op / 0), and destroy refuses while calls are in
 //   flight or handles are mapped (destroy-busy). Destroying a pool with objects reports
-//   destroy-nonempty and frees every page. The lock-free map and unmap skip both: a page_ext
-//   owned by the pool with an allocated buddy proves the pool live, since destroy first seals
-//   every buddy (clears kAllocated unless mapped; if any is mapped it restores them all and
-//   refuses), then frees the pages, whose page_ext __free_page() resets. An unmap of a held map
-//   (ASan builds take the locked path for it) registers nothing either: the map pins the pool.
+//   destroy-nonempty and frees every page. zpool's driver calls zbud_alloc_pinned() and
+//   zbud_free_pinned() (zbud_pinned.h), which skip both: its zpool call holds the pool. The
+//   lock-free map and unmap skip both too: a page_ext owned by the pool with an allocated
+//   buddy proves the pool live, since destroy first seals every buddy (clears kAllocated
+//   unless mapped; if any is mapped it restores them all and refuses), then frees the pages,
+//   whose page_ext __free_page() resets. An unmap of a held map (ASan builds take the locked
+//   path for it) registers nothing either: the map pins the pool.
 // - A handle is proven in O(1) without dereferencing it: page_ext_of(handle) must be the
 //   extension of a page whose owner is this pool, the offset must be FIRST's (CHUNK_SIZE) or
 //   the current LAST start (PAGE_SIZE - last_chunks * CHUNK_SIZE), and that buddy must be
@@ -108,6 +110,7 @@
 //   again; a stale handle whose buddy was reallocated is the new object; a redzone covers at
 //   most 64 bytes of slack; an overflow from a slot without slack is caught only by ASan.
 #include "zpool/zbud.h"
+#include "zpool/zbud_pinned.h"
 
 #include <sys/types.h>
 
@@ -669,8 +672,9 @@ const char *const kUseAfterDestroy =
 // Entry of every call: is the pool live? Registers the call as in flight for the scope.
 class PoolCall {
  public:
-  // pinned: the caller holds a map of the pool (MapHeld()), which proves it live and holds off
-  // its destruction; nothing to check or register.
+  // pinned: the caller holds a map of the pool (MapHeld()), or is zpool's driver inside a zpool
+  // call (zbud_pinned.h); either proves the pool live and holds off its destruction: nothing to
+  // check or register.
   explicit PoolCall(zbud_pool *pool, bool pinned = false) : pool_(pool) {
     if (!ZPOOL_CHECKS || pinned) return;
     live_ = kmem_cache_owns(PoolCache(), pool) && pool->calls.enter();
@@ -762,8 +766,10 @@ void zbud_destroy_pool(struct zbud_pool *pool) {
   kmem_cache_free(PoolCache(), pool);
 }
 
-int zbud_alloc(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *handle) {
-  PoolCall call(pool);
+namespace {
+
+int Alloc(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *handle, bool pinned) {
+  PoolCall call(pool, pinned);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_alloc(%p, %zu): %s",
                  static_cast<void *>(pool), size, kUseAfterDestroy);
@@ -825,8 +831,20 @@ int zbud_alloc(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *ha
   return 0;
 }
 
-void zbud_free(struct zbud_pool *pool, unsigned long handle) {
-  PoolCall call(pool);
+}  // namespace
+
+int zbud_alloc(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *handle) {
+  return Alloc(pool, size, gfp, handle, false);
+}
+
+int zbud_alloc_pinned(struct zbud_pool *pool, size_t size, gfp_t gfp, unsigned long *handle) {
+  return Alloc(pool, size, gfp, handle, true);
+}
+
+namespace {
+
+void Free(struct zbud_pool *pool, unsigned long handle, bool pinned) {
+  PoolCall call(pool, pinned);
   if (ZPOOL_CHECKS && !call.live()) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, "zbud_free(%p, %#lx): %s",
                  static_cast<void *>(pool), handle, kUseAfterDestroy);
@@ -902,6 +920,12 @@ void zbud_free(struct zbud_pool *pool, unsigned long handle) {
   }
   spin_unlock(&pool->lock);
 }
+
+}  // namespace
+
+void zbud_free(struct zbud_pool *pool, unsigned long handle) { Free(pool, handle, false); }
+
+void zbud_free_pinned(struct zbud_pool *pool, unsigned long handle) { Free(pool, handle, true); }
 
 namespace {
 

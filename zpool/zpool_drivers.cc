@@ -11,9 +11,13 @@
 //             passed to zs_map_object(); cannot sleep mapped (per-CPU area, preemption off);
 //             supports movable allocations.
 // total_size is in bytes for both (the backends count pages).
+// malloc, free and map call the backends' _pinned entry points (zbud_pinned.h,
+// zsmalloc_pinned.h): the zpool call that makes them already checked the pool and holds it.
 #include "zpool/zbud.h"
+#include "zpool/zbud_pinned.h"
 #include "zpool/zpool.h"
 #include "zpool/zsmalloc.h"
+#include "zpool/zsmalloc_pinned.h"
 
 namespace {
 
@@ -34,11 +38,11 @@ void *zbud_zpool_create(const char *name, gfp_t gfp, const struct zpool_ops *zpo
 void zbud_zpool_destroy(void *pool) { zbud_destroy_pool(static_cast<struct zbud_pool *>(pool)); }
 
 int zbud_zpool_malloc(void *pool, size_t size, gfp_t gfp, unsigned long *handle) {
-  return zbud_alloc(static_cast<struct zbud_pool *>(pool), size, gfp, handle);
+  return zbud_alloc_pinned(static_cast<struct zbud_pool *>(pool), size, gfp, handle);
 }
 
 void zbud_zpool_free(void *pool, unsigned long handle) {
-  zbud_free(static_cast<struct zbud_pool *>(pool), handle);
+  zbud_free_pinned(static_cast<struct zbud_pool *>(pool), handle);
 }
 
 // As the kernel's: 0 once `pages` pages were reclaimed, else the first failure (-EINVAL when
@@ -98,14 +102,14 @@ void *zs_zpool_create(const char *name, gfp_t gfp, const struct zpool_ops *zpool
 void zs_zpool_destroy(void *pool) { zs_destroy_pool(static_cast<struct zs_pool *>(pool)); }
 
 int zs_zpool_malloc(void *pool, size_t size, gfp_t gfp, unsigned long *handle) {
-  unsigned long h = zs_malloc(static_cast<struct zs_pool *>(pool), size, gfp);
+  unsigned long h = zs_malloc_pinned(static_cast<struct zs_pool *>(pool), size, gfp);
   if (IS_ERR_VALUE(h)) return static_cast<int>(PTR_ERR(reinterpret_cast<void *>(h)));
   *handle = h;
   return 0;
 }
 
 void zs_zpool_free(void *pool, unsigned long handle) {
-  zs_free(static_cast<struct zs_pool *>(pool), handle);
+  zs_free_pinned(static_cast<struct zs_pool *>(pool), handle);
 }
 
 enum zs_mapmode ToZsMapmode(enum zpool_mapmode mm) {
@@ -121,7 +125,7 @@ enum zs_mapmode ToZsMapmode(enum zpool_mapmode mm) {
 }
 
 void *zs_zpool_map(void *pool, unsigned long handle, enum zpool_mapmode mm) {
-  return zs_map_object(static_cast<struct zs_pool *>(pool), handle, ToZsMapmode(mm));
+  return zs_map_object_pinned(static_cast<struct zs_pool *>(pool), handle, ToZsMapmode(mm));
 }
 
 void zs_zpool_unmap(void *pool, unsigned long handle) {

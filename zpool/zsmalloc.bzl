@@ -6,7 +6,10 @@ def zsmalloc_targets():
     zfuzz_cc_library(
         name = "zsmalloc",
         srcs = ["zsmalloc.cc"],
-        hdrs = ["zsmalloc.h"],
+        hdrs = [
+            "zsmalloc.h",
+            "zsmalloc_pinned.h",
+        ],
         variant_deps = [
             ":misuse",
             "//zpool/kernel",

@@ -93,7 +93,9 @@
 // ---- Hardening (docs/hardening.md) --------------------------------------------------------------------
 // Pools come from the "zs_pool" kmem_cache; every call proves its pool live with
 // kmem_cache_owns() and enters its PercpuRef; every handle is proven an allocated zs_handle of
-// this pool with kmem_cache_owns() before it is dereferenced. zs_unmap_object() is the exception
+// this pool with kmem_cache_owns() before it is dereferenced. (zpool's driver calls the _pinned
+// malloc, free and map of zsmalloc_pinned.h, which skip the pool's check and PercpuRef: its
+// zpool call holds the pool.) zs_unmap_object() is the exception
 // that proves the rule: when this thread's area records exactly (pool, handle), the mapping
 // itself proves both live; only a call that does not match runs the checks, to name its misuse. A freed handle is marked freed and
 // kept in a per-pool quarantine ring of kQuarantineSize handles before its slot goes back to the
@@ -121,6 +123,7 @@
 // compaction) carry the initialisation state with the bytes; a WO spanning map starts from an
 // uninitialised buffer.
 #include "zpool/zsmalloc.h"
+#include "zpool/zsmalloc_pinned.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -1004,9 +1007,11 @@ class PoolExit {
 };
 
 // Proves the pool live and enters it (left at scope exit); else reports and returns `ret`.
-// A macro so that the report names the API function.
-#define ZS_ENTER_POOL(pool, ret, fmt, ...)                                                     \
-  if (ZPOOL_CHECKS) {                                                                        \
+// A macro so that the report names the API function. ZS_ENTER_POOL_UNLESS(pinned, ...) skips
+// both for a pinned call (zsmalloc_pinned.h: the caller's own reference keeps the pool alive).
+#define ZS_ENTER_POOL_UNLESS(pinned, pool, ret, fmt, ...)                                      \
+  const bool zs_enter_ = ZPOOL_CHECKS && !(pinned);                                          \
+  if (zs_enter_) {                                                                           \
     Entry zs_entry_ = pool_enter(pool);                                                      \
     if (zs_entry_ != Entry::kOk) {                                                           \
       ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY, fmt ": %s", __VA_ARGS__,                  \
@@ -1014,7 +1019,8 @@ class PoolExit {
       return ret;                                                                            \
     }                                                                                        \
   }                                                                                          \
-  PoolExit zs_pool_exit_(ZPOOL_CHECKS ? (pool) : nullptr)
+  PoolExit zs_pool_exit_(zs_enter_ ? (pool) : nullptr)
+#define ZS_ENTER_POOL(pool, ret, fmt, ...) ZS_ENTER_POOL_UNLESS(false, pool, ret, fmt, __VA_ARGS__)
 
 bool handle_owned(const zs_pool *pool, unsigned long handle) {
   return kmem_cache_owns(pool->handle_cachep, reinterpret_cast<const void *>(handle));
@@ -1270,8 +1276,10 @@ void zs_destroy_pool(struct zs_pool *pool) {
   free_pool(pool, true);
 }
 
-unsigned long zs_malloc(struct zs_pool *pool, size_t size, gfp_t gfp) {
-  ZS_ENTER_POOL(pool, reinterpret_cast<unsigned long>(ERR_PTR(-EINVAL)),
+namespace {
+
+unsigned long Malloc(struct zs_pool *pool, size_t size, gfp_t gfp, bool pinned) {
+  ZS_ENTER_POOL_UNLESS(pinned, pool, reinterpret_cast<unsigned long>(ERR_PTR(-EINVAL)),
                 "zs_malloc(%p, %zu, %#x)", static_cast<void *>(pool), size, gfp);
   if (__builtin_expect(size == 0, 0)) return reinterpret_cast<unsigned long>(ERR_PTR(-EINVAL));
   if (__builtin_expect(size > ZS_MAX_ALLOC_SIZE, 0))
@@ -1324,8 +1332,20 @@ unsigned long zs_malloc(struct zs_pool *pool, size_t size, gfp_t gfp) {
   return handle;
 }
 
-void zs_free(struct zs_pool *pool, unsigned long handle) {
-  ZS_ENTER_POOL(pool, , "zs_free(%p, %#lx)", static_cast<void *>(pool), handle);
+}  // namespace
+
+unsigned long zs_malloc(struct zs_pool *pool, size_t size, gfp_t gfp) {
+  return Malloc(pool, size, gfp, false);
+}
+
+unsigned long zs_malloc_pinned(struct zs_pool *pool, size_t size, gfp_t gfp) {
+  return Malloc(pool, size, gfp, true);
+}
+
+namespace {
+
+void Free(struct zs_pool *pool, unsigned long handle, bool pinned) {
+  ZS_ENTER_POOL_UNLESS(pinned, pool, , "zs_free(%p, %#lx)", static_cast<void *>(pool), handle);
   if (ZPOOL_CHECKS && !handle_owned(pool, handle)) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_INVALID_HANDLE,
                  "zs_free(%p \"%s\", %#lx): not a handle of this pool (garbage, 0, another "
@@ -1372,6 +1392,12 @@ void zs_free(struct zs_pool *pool, unsigned long handle) {
   quarantine_handle(pool, h);
 }
 
+}  // namespace
+
+void zs_free(struct zs_pool *pool, unsigned long handle) { Free(pool, handle, false); }
+
+void zs_free_pinned(struct zs_pool *pool, unsigned long handle) { Free(pool, handle, true); }
+
 size_t zs_huge_class_size(struct zs_pool *pool) {
   ZS_ENTER_POOL(pool, 0, "zs_huge_class_size(%p)", static_cast<void *>(pool));
   return pool->huge_class_size;
@@ -1379,9 +1405,11 @@ size_t zs_huge_class_size(struct zs_pool *pool) {
 
 // Returns with pool-independent state held until zs_unmap_object(): the zspage read lock, this
 // CPU's map area and its local_lock (the analysis cannot follow a lock across two calls).
-void *zs_map_object(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm)
+namespace {
+
+void *MapObject(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm, bool pinned)
     KC_NO_THREAD_SAFETY_ANALYSIS {
-  ZS_ENTER_POOL(pool, nullptr, "zs_map_object(%p, %#lx, %d)", static_cast<void *>(pool),
+  ZS_ENTER_POOL_UNLESS(pinned, pool, nullptr, "zs_map_object(%p, %#lx, %d)", static_cast<void *>(pool),
                 handle, static_cast<int>(mm));
   if (ZPOOL_CHECKS && !handle_owned(pool, handle)) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_INVALID_HANDLE,
@@ -1506,6 +1534,16 @@ void *zs_map_object(struct zs_pool *pool, unsigned long handle, enum zs_mapmode 
   t_map_pool = pool;
   pool->nr_mapped.fetch_add(1, std::memory_order_seq_cst);
   return ret;
+}
+
+}  // namespace
+
+void *zs_map_object(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm) {
+  return MapObject(pool, handle, mm, false);
+}
+
+void *zs_map_object_pinned(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm) {
+  return MapObject(pool, handle, mm, true);
 }
 
 void zs_unmap_object(struct zs_pool *pool, unsigned long handle) KC_NO_THREAD_SAFETY_ANALYSIS {
