@@ -389,7 +389,7 @@ size_t RedzoneLen(size_t size) { return std::min(SlotBytes(size) - size, kRedzon
 
 // The redzone is poisoned under ASan: these helpers are not instrumented by it, and in sanitizer
 // builds use volatile accesses, which the compiler cannot turn into an intercepted memset/memcmp.
-// Plain builds use the library's memcpy/memcmp (unmap and free run them on every last unmap).
+// Plain builds write it with the library's memcpy and compare it a word at a time, inline.
 constexpr bool kPlainBuild = !kc::kAsan && !kc::kMsan && !kc::kTsan;
 
 __attribute__((no_sanitize("address"))) void WriteRedzone(char *obj, size_t size) {
@@ -402,24 +402,10 @@ __attribute__((no_sanitize("address"))) void WriteRedzone(char *obj, size_t size
   for (size_t i = 0; i < n; i++) rz[i] = RedzoneByte(i);
 }
 
-// Offset (from the object's start) of the first redzone byte overwritten, or 0 if intact.
-__attribute__((no_sanitize("address", "memory"))) size_t RedzoneDamage(const char *obj,
-                                                                       size_t size) {
-  const size_t n = RedzoneLen(size);
-  if constexpr (kPlainBuild) {
-    if (memcmp(obj + size, kRedzonePattern.bytes, n) == 0) return 0;
-  }
-  const volatile u8 *rz = reinterpret_cast<const volatile u8 *>(obj + size);
-  for (size_t i = 0; i < n; i++)
-    if (rz[i] != RedzoneByte(i)) return size + i;
-  return 0;
-}
-
-// RedzoneDamage(obj, size) == 0, without a call in plain builds (the lock-free unmap runs it on
-// every last unmap and then needs no stack frame): whole words, the last one overlapping the one
-// before; a redzone shorter than a word byte by byte.
-bool RedzoneIntact(const char *obj, size_t size) {
-  if constexpr (!kPlainBuild) return RedzoneDamage(obj, size) == 0;
+// Plain builds only: does the redzone hold the pattern? Whole words, the last one overlapping the
+// one before; a redzone shorter than a word byte by byte. No call, so the lock-free unmap, which
+// runs it on every last unmap, needs no stack frame.
+[[maybe_unused]] bool PatternIntact(const char *obj, size_t size) {
   const size_t n = RedzoneLen(size);
   const char *rz = obj + size;
   const u8 *want = kRedzonePattern.bytes;
@@ -436,6 +422,24 @@ bool RedzoneIntact(const char *obj, size_t size) {
   for (size_t i = 0; i + sizeof(u64) < n; i += sizeof(u64)) diff |= word(rz + i) ^ word(want + i);
   diff |= word(rz + n - sizeof(u64)) ^ word(want + n - sizeof(u64));
   return diff == 0;
+}
+
+// Offset (from the object's start) of the first redzone byte overwritten, or 0 if intact.
+__attribute__((no_sanitize("address", "memory"))) size_t RedzoneDamage(const char *obj,
+                                                                       size_t size) {
+  if constexpr (kPlainBuild) {
+    if (PatternIntact(obj, size)) return 0;
+  }
+  const size_t n = RedzoneLen(size);
+  const volatile u8 *rz = reinterpret_cast<const volatile u8 *>(obj + size);
+  for (size_t i = 0; i < n; i++)
+    if (rz[i] != RedzoneByte(i)) return size + i;
+  return 0;
+}
+
+bool RedzoneIntact(const char *obj, size_t size) {
+  if constexpr (kPlainBuild) return PatternIntact(obj, size);
+  return RedzoneDamage(obj, size) == 0;
 }
 
 char *BuddyAddress(const zbud_header *zhdr, Buddy bud) {
