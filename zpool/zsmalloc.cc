@@ -846,8 +846,17 @@ void free_zspage(zs_pool *pool, size_class *cls, zspage *z) KC_REQUIRES(cls->loc
 
 // ---- Objects --------------------------------------------------------------------------------------
 
-// Takes the first free object of the zspage for `handle`; returns its obj.
-unsigned long obj_malloc(size_class *cls, zspage *z, unsigned long handle) KC_REQUIRES(cls->lock) {
+// Where a slot starts: its page, its offset in that page, and its address.
+struct SlotAt {
+  struct page *page = nullptr;
+  unsigned int off = 0;
+  char *addr = nullptr;
+};
+
+// Takes the first free object of the zspage for `handle`; returns its obj (and, if `at`, where
+// the slot starts).
+unsigned long obj_malloc(size_class *cls, zspage *z, unsigned long handle, SlotAt *at = nullptr)
+    KC_REQUIRES(cls->lock) {
   unsigned int obj_idx = z->freeobj;
   BUG_ON(obj_idx >= static_cast<unsigned int>(cls->objs_per_zspage));
   unsigned int off;
@@ -859,20 +868,25 @@ unsigned long obj_malloc(size_class *cls, zspage *z, unsigned long handle) KC_RE
   else
     z->first_page->private_ = handle | OBJ_ALLOCATED_TAG;
   z->inuse++;
+  if (at != nullptr) *at = {m_page, off, link};
   return location_to_obj(m_page, obj_idx);
 }
 
-// A new object: its bytes are uninitialised (MSan), the redzone after the requested size is set.
-void prepare_new_object(const size_class *cls, unsigned long obj, size_t req) {
-  struct page *page;
-  unsigned int obj_idx;
-  obj_to_location(obj, &page, &obj_idx);
-  unsigned int hdr = get_zspage(page)->huge ? 0 : static_cast<unsigned int>(ZS_HANDLE_SIZE);
-  size_t off = (static_cast<unsigned long>(cls->size) * obj_idx) & ~PAGE_MASK;
-  unsigned int slot = static_cast<unsigned int>(cls->size);
-  if (kc::kMsan) span_msan_uninit(make_span(page, off + hdr, slot - hdr));
-  size_t rz = redzone_len(slot, hdr, static_cast<unsigned int>(req));
-  if (ZPOOL_CHECKS && rz) span_fill(make_span(page, off + hdr + req, rz), kRedzoneByte);
+// A new object in the slot at `at` of z: its bytes are uninitialised (MSan), the redzone after
+// the requested size is set. The redzone is written in place when it lies in the slot's first
+// page (the slot's address is known already), through a span only when it reaches the next one.
+void prepare_new_object(const size_class *cls, const zspage *z, const SlotAt &at, size_t req) {
+  const unsigned int hdr = z->huge ? 0 : static_cast<unsigned int>(ZS_HANDLE_SIZE);
+  const unsigned int slot = static_cast<unsigned int>(cls->size);
+  if (kc::kMsan) span_msan_uninit(make_span(at.page, at.off + hdr, slot - hdr));
+  if constexpr (!ZPOOL_CHECKS) return;
+  const size_t rz = redzone_len(slot, hdr, static_cast<unsigned int>(req));
+  if (rz == 0) return;
+  const size_t start = at.off + hdr + req;
+  if (start + rz <= PAGE_SIZE)
+    raw_fill(at.addr + hdr + req, kRedzoneByte, rz);
+  else
+    span_fill(make_span(at.page, start, rz), kRedzoneByte);
 }
 
 void obj_free(int class_size, unsigned long obj) {
@@ -1303,8 +1317,9 @@ unsigned long Malloc(struct zs_pool *pool, size_t size, gfp_t gfp, bool pinned) 
 
   spin_lock(&cls->lock);
   if (zspage *z = find_get_zspage(cls)) {
-    unsigned long obj = obj_malloc(cls, z, handle);
-    prepare_new_object(cls, obj, size);
+    SlotAt at;
+    unsigned long obj = obj_malloc(cls, z, handle, &at);
+    prepare_new_object(cls, z, at, size);
     fix_fullness_group(cls, z);
     record_obj(handle, obj);
     cls->stats[ZS_OBJS_INUSE]++;
@@ -1320,8 +1335,9 @@ unsigned long Malloc(struct zs_pool *pool, size_t size, gfp_t gfp, bool pinned) 
   }
 
   spin_lock(&cls->lock);
-  unsigned long obj = obj_malloc(cls, z, handle);
-  prepare_new_object(cls, obj, size);
+  SlotAt at;
+  unsigned long obj = obj_malloc(cls, z, handle, &at);
+  prepare_new_object(cls, z, at, size);
   insert_zspage(cls, z, get_fullness_group(cls, z));
   record_obj(handle, obj);
   pool->pages_allocated.fetch_add(static_cast<unsigned long>(cls->pages_per_zspage),

@@ -890,6 +890,55 @@ TEST_F(ZsHardeningTest, TheFirstRedzoneByteOverwrittenIsNamed) {
   }
 }
 
+// zs_malloc() writes a new object's redzone in place when it lies in the slot's first page, and
+// through the next page of the chain when it reaches into it, partly or wholly. For a few sizes
+// of each placement, every object of a fresh zspage, allocated and never written: the validator
+// (which checks the redzones of unmapped objects) passes, and an RO map and unmap of each report
+// nothing. A redzone that straddles two pages needs more slack than a 4 KiB page's classes leave
+// (their sizes are 16 apart); the 64 KiB-page variant (_ps16) has such sizes.
+TEST_F(ZsHardeningTest, ANewObjectsRedzoneIsSetWhereverItFalls) {
+  enum Placement { kInFirstPage, kStraddling, kInNextPage, kPlacements };
+  std::vector<size_t> sizes[kPlacements];
+  for (size_t size = 1; size < PAGE_SIZE; size++) {
+    const zs_class_info info = Lookup(pool_, size);
+    if (info.huge || info.size - kHandleSize <= size) continue;
+    const size_t rz = std::min<size_t>(info.size - kHandleSize - size, 64);
+    for (int i = 0; i < info.objs_per_zspage; i++) {
+      const size_t start = (static_cast<size_t>(i) * info.size) % PAGE_SIZE + kHandleSize + size;
+      const Placement where = start + rz <= PAGE_SIZE ? kInFirstPage
+                              : start < PAGE_SIZE     ? kStraddling
+                                                      : kInNextPage;
+      if (sizes[where].size() < 4 && (sizes[where].empty() || sizes[where].back() != size))
+        sizes[where].push_back(size);
+    }
+  }
+  EXPECT_FALSE(sizes[kInFirstPage].empty());
+  EXPECT_FALSE(sizes[kInNextPage].empty());
+  if (PAGE_SIZE >= 16384) EXPECT_FALSE(sizes[kStraddling].empty());
+
+  // Each size's objects are freed before the next size's: the emptied zspage is freed, so the
+  // next size fills a fresh zspage from slot 0.
+  zs_pool *pool = FreshPool();
+  for (const std::vector<size_t> &placement : sizes) {
+    for (size_t size : placement) {
+      const zs_class_info info = Lookup(pool, size);
+      std::vector<unsigned long> hs;
+      for (int i = 0; i < info.objs_per_zspage; i++) {
+        unsigned long h = zs_malloc(pool, size, kGfp);
+        ASSERT_FALSE(IS_ERR_VALUE(h));
+        hs.push_back(h);
+      }
+      ASSERT_EQ(Validate(pool), "") << "size " << size;
+      for (unsigned long h : hs) {
+        ASSERT_NE(zs_map_object(pool, h, ZS_MM_RO), nullptr);
+        zs_unmap_object(pool, h);
+      }
+      EXPECT_NO_MISUSE();
+      for (unsigned long h : hs) zs_free(pool, h);
+    }
+  }
+}
+
 TEST_F(ZsHardeningTest, OverflowAbortsUnderAbort) {
   unsigned long a = Alloc(100, 1);
   EXPECT_ABORTS(
