@@ -63,8 +63,8 @@
 // the LRU head and try again. After `retries` tries: -EAGAIN.
 //
 // HARDENING (docs/hardening.md; ZPOOL_UNCHECKED=1 compiles the checks out)
-// - Pools come from a kmem_cache; each entry point checks kmem_cache_owns() (no dereference)
-//   and enters a PercpuRef ("calls in flight"): a destroyed pool is reported as
+// - Pools come from a kmem_cache; each entry point checks kmem_cache_owns() (no dereference;
+//   memoized per thread for the last pool proven live, kernel/live_memo.h) and enters a PercpuRef ("calls in flight"): a destroyed pool is reported as
 //   use-after-destroy (-EINVAL / NULL / no-op / 0), and destroy refuses while calls are in
 //   flight or handles are mapped (destroy-busy). Destroying a pool with objects reports
 //   destroy-nonempty and frees every page. zpool's driver calls zbud_alloc_pinned() and
@@ -125,6 +125,7 @@
 
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/list.h"
+#include "zpool/kernel/live_memo.h"
 #include "zpool/kernel/lock.h"
 #include "zpool/kernel/page.h"
 #include "zpool/kernel/page_ext.h"
@@ -299,6 +300,10 @@ kmem_cache *PoolCache() {
       kmem_cache_create("zbud_pool", sizeof(struct zbud_pool), alignof(struct zbud_pool));
   return cache;
 }
+// Pools are freed through this count: a thread's memo of the pool it proved live last
+// (kc::LiveMemo) then answers PoolCall's check without the cache lookup until some pool is freed.
+constinit kc::FreeCount g_pools_freed;
+constinit thread_local kc::LiveMemo t_live_pool;
 
 bool InPool(const zbud_pool *pool, const void *p) {
   auto a = reinterpret_cast<uintptr_t>(p);
@@ -681,7 +686,7 @@ class PoolCall {
   // check or register.
   explicit PoolCall(zbud_pool *pool, bool pinned = false) : pool_(pool) {
     if (!ZPOOL_CHECKS || pinned) return;
-    live_ = kmem_cache_owns(PoolCache(), pool) && pool->calls.enter();
+    live_ = t_live_pool.Owns(PoolCache(), g_pools_freed, pool) && pool->calls.enter();
     entered_ = live_;
   }
   ~PoolCall() {
@@ -767,7 +772,7 @@ void zbud_destroy_pool(struct zbud_pool *pool) {
   }
   spin_unlock(&pool->lock);
   pool->~zbud_pool();
-  kmem_cache_free(PoolCache(), pool);
+  g_pools_freed.Free(PoolCache(), pool);
 }
 
 namespace {

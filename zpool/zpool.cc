@@ -8,7 +8,9 @@
 // the first zpool call and never destroyed: no static-initialisation order, no exit-time order.
 //
 // Pools. struct zpool comes from the kmem_cache `pool_cache`, so every entry point can ask
-// kmem_cache_owns() whether a pointer is a live pool without dereferencing it. Pools are on
+// kmem_cache_owns() whether a pointer is a live pool without dereferencing it (through each
+// thread's memo of the pool it proved live last, kernel/live_memo.h: pools are freed through
+// g_pools_freed, which invalidates every memo). Pools are on
 // `pools` under `pools_lock` so that zpool_evict() can route a backend's evict (which names the
 // backend's pool) to the zpool's ops (the 3.17 design).
 //
@@ -45,6 +47,7 @@
 
 #include <new>
 
+#include "zpool/kernel/live_memo.h"
 #include "zpool/kernel/lock.h"
 #include "zpool/kernel/page.h"
 #include "zpool/kernel/percpu_ref.h"
@@ -76,6 +79,10 @@ const char *Name(const char *s) { return s != nullptr ? s : "(null)"; }
 // pool check of every call reads one global instead of calling registry(). NULL until then:
 // no pool exists before the registry does.
 constinit std::atomic<struct kmem_cache *> g_pool_cache{nullptr};
+// Every struct zpool is freed through this count, so a thread's memo of the pool it proved live
+// last (kc::LiveMemo) answers the pool check of its next call until some pool is freed.
+constinit kc::FreeCount g_pools_freed;
+constinit thread_local kc::LiveMemo t_live_pool;
 
 }  // namespace
 
@@ -242,7 +249,7 @@ inline bool EnterPool(struct zpool *pool) {
 
 inline bool IsLivePool(const struct zpool *pool) {
   struct kmem_cache *cache = g_pool_cache.load(std::memory_order_acquire);
-  return cache != nullptr && kmem_cache_owns(cache, pool);
+  return cache != nullptr && t_live_pool.Owns(cache, g_pools_freed, pool);
 }
 
 // One zpool call on a pool: checks that the pool is live and counts the call in flight, for the
@@ -412,7 +419,7 @@ struct zpool *zpool_create_pool(const char *type, const char *name, gfp_t gfp,
   if (pool->pool == nullptr) {
     pr_err("zpool: couldn't create %s pool\n", type);
     pool->~zpool();
-    kmem_cache_free(r.pool_cache, pool);
+    g_pools_freed.Free(r.pool_cache, pool);
     if (!kBugCreateRefcount) PutDriver(driver);  // (injected bug: zpool/inject.h)
     return nullptr;
   }
@@ -480,7 +487,7 @@ void zpool_destroy_pool(struct zpool *pool) {
   zpool_driver *driver = pool->driver;
   driver->destroy(pool->pool);
   pool->~zpool();
-  kmem_cache_free(r.pool_cache, pool);
+  g_pools_freed.Free(r.pool_cache, pool);
   PutDriver(driver);
 }
 

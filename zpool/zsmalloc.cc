@@ -92,7 +92,8 @@
 //
 // ---- Hardening (docs/hardening.md) --------------------------------------------------------------------
 // Pools come from the "zs_pool" kmem_cache; every call proves its pool live with
-// kmem_cache_owns() and enters its PercpuRef; every handle is proven an allocated zs_handle of
+// kmem_cache_owns() (memoized per thread for the last pool proven live, kernel/live_memo.h) and
+// enters its PercpuRef; every handle is proven an allocated zs_handle of
 // this pool with kmem_cache_owns() before it is dereferenced. (zpool's driver calls the _pinned
 // malloc, free and map of zsmalloc_pinned.h, which skip the pool's check and PercpuRef: its
 // zpool call holds the pool.) zs_unmap_object() is the exception
@@ -135,6 +136,7 @@
 
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/list.h"
+#include "zpool/kernel/live_memo.h"
 #include "zpool/kernel/lock.h"
 #include "zpool/kernel/page.h"
 #include "zpool/kernel/percpu.h"
@@ -331,6 +333,10 @@ struct kmem_cache *PoolCache() {
   static struct kmem_cache *cache = kmem_cache_create("zs_pool", sizeof(zs_pool), alignof(zs_pool));
   return cache;
 }
+// Pools are freed through this count: a thread's memo of the pool it proved live last
+// (kc::LiveMemo) then answers pool_enter() without the cache lookup until some pool is freed.
+constinit kc::FreeCount g_pools_freed;
+constinit thread_local kc::LiveMemo t_live_pool;
 
 // The per-CPU mapping areas exist while any pool does (the kernel sets them up at CPU hotplug).
 struct MapAreaRegistry {
@@ -995,7 +1001,7 @@ unsigned long quarantined(const zs_pool *pool) {
 enum class Entry { kOk, kNotPool, kDying };
 
 Entry pool_enter(zs_pool *pool) {
-  if (!kmem_cache_owns(PoolCache(), pool)) return Entry::kNotPool;
+  if (!t_live_pool.Owns(PoolCache(), g_pools_freed, pool)) return Entry::kNotPool;
   if (!pool->ref.enter()) return Entry::kDying;
   return Entry::kOk;
 }
@@ -1084,7 +1090,7 @@ void free_pool(zs_pool *pool, bool report_nonempty) KC_NO_THREAD_SAFETY_ANALYSIS
   if (pool->map != nullptr) PutMapAreas();
   kfree(pool->name);
   pool->~zs_pool();
-  kmem_cache_free(PoolCache(), pool);
+  g_pools_freed.Free(PoolCache(), pool);
 }
 
 // ---- Compaction ---------------------------------------------------------------------------------
