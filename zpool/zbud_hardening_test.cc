@@ -536,10 +536,11 @@ TEST_F(ZbudHardeningTest, WritePastTheRequestedSizeIsCaughtAtUnmap) {
   zbud_free(pool_, h);
 }
 
-// The unmap finds a write to any byte of the redzone: it compares whole words (the last one
-// overlapping), and a redzone shorter than a word byte by byte. Slack 20, 8 and 4 bytes.
+// The unmap finds a write to any byte of the redzone, at every length: 16-byte blocks (the later
+// ones overlapping the end) from 16 bytes up, two overlapping words from 8, bytes below that.
 TEST_F(ZbudHardeningTest, EveryRedzoneByteIsChecked) {
-  for (size_t slack : {size_t{20}, size_t{8}, size_t{4}}) {
+  for (size_t slack : {size_t{63}, size_t{48}, size_t{33}, size_t{20}, size_t{16}, size_t{15},
+                       size_t{9}, size_t{8}, size_t{4}, size_t{1}}) {
     const size_t size = Chunks(3) - slack;
     unsigned long h = Alloc(size, 6);
     for (size_t k = 0; k < slack; k++) {
