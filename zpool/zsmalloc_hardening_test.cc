@@ -864,14 +864,21 @@ TEST_F(ZsHardeningTest, WritePastTheRequestedSizeIsCaughtAtUnmap) {
   }
 }
 
-// The report names the first redzone byte overwritten wherever it is: the check compares whole
-// words (the last one overlapping), and a redzone shorter than a word byte by byte. With 4 KiB
-// pages the slack is 14, 8 and 4 bytes: words and an overlapping one, one word, bytes only.
+// The report names the first redzone byte overwritten wherever it is, for redzones of every
+// length class the check handles differently: 16-byte blocks (the later ones overlapping the
+// end) from 16 bytes, two overlapping words from 8, two halves from 4, bytes below. Every
+// configuration has a size for each length (merged classes leave up to 64 bytes of slack).
 TEST_F(ZsHardeningTest, TheFirstRedzoneByteOverwrittenIsNamed) {
-  for (size_t size : {size_t{90}, size_t{96}, size_t{100}}) {
+  auto redzone_of = [&](size_t size) {
     const zs_class_info info = Lookup(pool_, size);
-    const size_t rz = std::min<size_t>(info.size - kHandleSize - size, 64);
-    ASSERT_GT(rz, 0u) << "size " << size << ": no slack";
+    return info.huge ? 0 : std::min<size_t>(info.size - kHandleSize - size, 64);
+  };
+  for (size_t want : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{8}, size_t{14}, size_t{15},
+                      size_t{16}, size_t{17}, size_t{33}, size_t{63}, size_t{64}}) {
+    size_t size = 1;
+    while (size < PAGE_SIZE && redzone_of(size) != want) size++;
+    ASSERT_LT(size, PAGE_SIZE) << "no size leaves a " << want << "-byte redzone";
+    const size_t rz = want;
     unsigned long h = Alloc(size, 7);
     for (size_t k = 0; k < rz; k++) {
       auto *p = static_cast<unsigned char *>(zs_map_object(pool_, h, ZS_MM_RW));
@@ -879,8 +886,8 @@ TEST_F(ZsHardeningTest, TheFirstRedzoneByteOverwrittenIsNamed) {
       RawStore(p, size + k, 0x42);
       if (k + 1 < rz) RawStore(p, size + rz - 1, 0x43);  // a later byte too: the first is named
       zs_unmap_object(pool_, h);
-      const std::string want = "redzone byte " + std::to_string(k) + " overwritten";
-      EXPECT_NE(LastWarning().find(want), std::string::npos)
+      const std::string expect = "redzone byte " + std::to_string(k) + " overwritten";
+      EXPECT_NE(LastWarning().find(expect), std::string::npos)
           << "size " << size << ", byte " << k << ": " << LastWarning();
       EXPECT_ONE_MISUSE(ZPOOL_MISUSE_OVERFLOW);
       ASSERT_EQ(Validate(pool_), "") << "the redzone is not intact again";
