@@ -64,10 +64,11 @@
 //
 // HARDENING (docs/hardening.md; ZPOOL_UNCHECKED=1 compiles the checks out)
 // - Pools come from a kmem_cache; each entry point checks kmem_cache_owns() (no dereference;
-//   memoized per thread for the last pool proven live, kernel/live_memo.h) and enters a PercpuRef ("calls in flight"): a destroyed pool is reported as
-//   use-after-destroy (-EINVAL / NULL / no-op / 0), and destroy refuses while calls are in
-//   flight or handles are mapped (destroy-busy). Destroying a pool with objects reports
-//   destroy-nonempty and frees every page. zpool's driver calls zbud_alloc_pinned() and
+//   memoized per thread for the last pool proven live, kernel/live_memo.h) and enters a
+//   PercpuRef ("calls in flight"): a destroyed pool is reported as use-after-destroy (-EINVAL /
+//   NULL / no-op / 0), and destroy refuses while calls are in flight or handles are mapped
+//   (destroy-busy). Destroying a pool with objects reports destroy-nonempty and frees every
+//   page. zpool's driver calls zbud_alloc_pinned() and
 //   zbud_free_pinned() (zbud_pinned.h), which skip both: its zpool call holds the pool. The
 //   lock-free map and unmap skip both too: a page_ext owned by the pool with an allocated
 //   buddy proves the pool live, since destroy first seals every buddy (clears kAllocated
@@ -394,7 +395,7 @@ size_t RedzoneLen(size_t size) { return std::min(SlotBytes(size) - size, kRedzon
 
 // The redzone is poisoned under ASan: these helpers are not instrumented by it, and in sanitizer
 // builds use volatile accesses, which the compiler cannot turn into an intercepted memset/memcmp.
-// Plain builds write it with the library's memcpy and compare it a word at a time, inline.
+// Plain builds write it with the library's memcpy and compare it in 16-byte blocks, inline.
 constexpr bool kPlainBuild = !kc::kAsan && !kc::kMsan && !kc::kTsan;
 
 __attribute__((no_sanitize("address"))) void WriteRedzone(char *obj, size_t size) {
