@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -79,6 +80,36 @@ TEST_F(LiveMemoTest, AFreeOnAnotherThreadEndsEveryMemo) {
   other.join();
   EXPECT_EQ(seen, (std::vector<bool>{true, false}));
   EXPECT_FALSE(memo.Owns(cache_, frees_, obj)) << "the main thread's memo outlived the free";
+}
+
+// While another thread allocates and frees other objects of the cache (each free ending every
+// memo), a thread's object that stays live is never reported dead, and each freed object is
+// dead to the thread that freed it. Under TSan this also checks the memo's accesses.
+TEST_F(LiveMemoTest, ChurnOnAnotherThreadNeverMakesALiveObjectDead) {
+  void *kept = Alloc();
+  std::atomic<bool> done{false};
+  std::atomic<long> wrong_dead{0}, checks{0};
+  std::thread user([&] {
+    static constinit thread_local kc::LiveMemo memo;
+    while (!done.load(std::memory_order_acquire)) {
+      if (!memo.Owns(cache_, frees_, kept)) wrong_dead.fetch_add(1, std::memory_order_relaxed);
+      checks.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  kc::LiveMemo memo;
+  long wrong_live = 0;
+  for (int i = 0; i < 2000; i++) {
+    void *obj = Alloc();
+    if (!memo.Owns(cache_, frees_, obj)) wrong_live++;
+    frees_.Free(cache_, obj);
+    if (memo.Owns(cache_, frees_, obj)) wrong_live++;  // no other thread allocates: it is dead
+  }
+  while (checks.load(std::memory_order_relaxed) < 1000) std::this_thread::yield();
+  done.store(true, std::memory_order_release);
+  user.join();
+  EXPECT_EQ(wrong_dead.load(), 0) << "a live object was reported dead";
+  EXPECT_EQ(wrong_live, 0) << "a freed object was reported live (or a new one dead)";
+  frees_.Free(cache_, kept);
 }
 
 }  // namespace
