@@ -68,9 +68,8 @@
 //   PercpuRef ("calls in flight"): a destroyed pool is reported as use-after-destroy (-EINVAL /
 //   NULL / no-op / 0), and destroy refuses while calls are in flight or handles are mapped
 //   (destroy-busy). Destroying a pool with objects reports destroy-nonempty and frees every
-//   page. zpool's driver calls zbud_alloc_pinned() and
-//   zbud_free_pinned() (zbud_pinned.h), which skip both: its zpool call holds the pool. The
-//   lock-free map and unmap skip both too: a page_ext owned by the pool with an allocated
+//   page. zpool's driver calls zbud_alloc_pinned() and zbud_free_pinned() (zbud_pinned.h),
+//   which skip both: its zpool call holds the pool. The lock-free map and unmap skip both too: a page_ext owned by the pool with an allocated
 //   buddy proves the pool live, since destroy first seals every buddy (clears kAllocated
 //   unless mapped; if any is mapped it restores them all and refuses), then frees the pages,
 //   whose page_ext __free_page() resets. An unmap of a held map (ASan builds take the locked
@@ -133,6 +132,7 @@
 #include "zpool/kernel/percpu.h"
 #include "zpool/kernel/percpu_ref.h"
 #include "zpool/kernel/sanitizer.h"
+#include "zpool/kernel/small_bytes.h"
 #include "zpool/kernel/thread_annotations.h"
 #include "zpool/inject.h"
 #include "zpool/misuse.h"
@@ -150,6 +150,7 @@ static_assert(NCHUNKS == 64 && NCHUNKS < 256, "chunk counts are stored in a u8")
 
 // Redzone: at most this many bytes of slack right after the object.
 constexpr size_t kRedzoneMax = 64;
+static_assert(kRedzoneMax <= kc::kSmallBytesMax, "kc::SmallCopy/SmallEqual take the redzone");
 
 // Maps are tracked (under the lock) when checks are on, and under ASan for the poisoning.
 constexpr bool kTrackMaps = ZPOOL_CHECKS || kc::kAsan;
@@ -395,54 +396,23 @@ size_t RedzoneLen(size_t size) { return std::min(SlotBytes(size) - size, kRedzon
 
 // The redzone is poisoned under ASan: these helpers are not instrumented by it, and in sanitizer
 // builds use volatile accesses, which the compiler cannot turn into an intercepted memset/memcmp.
-// Plain builds write it with the library's memcpy and compare it in 16-byte blocks, inline.
+// Plain builds write and compare it with kc::SmallCopy / kc::SmallEqual, inline.
 constexpr bool kPlainBuild = !kc::kAsan && !kc::kMsan && !kc::kTsan;
 
 __attribute__((no_sanitize("address"))) void WriteRedzone(char *obj, size_t size) {
   const size_t n = RedzoneLen(size);
   if constexpr (kPlainBuild) {
-    memcpy(obj + size, kRedzonePattern.bytes, n);
+    kc::SmallCopy(obj + size, kRedzonePattern.bytes, n);
     return;
   }
   volatile u8 *rz = reinterpret_cast<volatile u8 *>(obj + size);
   for (size_t i = 0; i < n; i++) rz[i] = RedzoneByte(i);
 }
 
-// Plain builds only: does the redzone hold the pattern? No call (the lock-free unmap, which runs
-// it on every last unmap, needs no stack frame) and no branch on the redzone's length from 16
-// bytes up: the slack, and so the length, differs from object to object, and a loop that stops
-// at the length costs a mispredicted branch on nearly every unmap. Instead, kRedzoneMax / 16
-// blocks of 16 bytes, each starting at min(16 k, n - 16), so the later ones overlap the end.
-// Shorter redzones: two overlapping words, or byte by byte.
+// Plain builds only: does the redzone hold the pattern? Inline, with no branch on the length
+// (kc::SmallEqual): the lock-free unmap runs it on every last unmap.
 [[maybe_unused]] bool PatternIntact(const char *obj, size_t size) {
-  static_assert(kRedzoneMax % 16 == 0, "whole 16-byte blocks");
-  const size_t n = RedzoneLen(size);
-  const char *rz = obj + size;
-  const u8 *want = kRedzonePattern.bytes;
-  if (n >= 16) {
-    typedef u8 block __attribute__((vector_size(16)));
-    block diff = {};
-    for (size_t k = 0; k < kRedzoneMax / 16; k++) {
-      const size_t at = std::min(16 * k, n - 16);
-      block have, expect;
-      memcpy(&have, rz + at, sizeof(have));
-      memcpy(&expect, want + at, sizeof(expect));
-      diff |= have ^ expect;
-    }
-    u64 halves[2];
-    memcpy(halves, &diff, sizeof(halves));
-    return (halves[0] | halves[1]) == 0;
-  }
-  auto word = [](const void *p) {
-    u64 w;
-    memcpy(&w, p, sizeof(w));
-    return w;
-  };
-  if (n >= sizeof(u64))
-    return ((word(rz) ^ word(want)) | (word(rz + n - sizeof(u64)) ^ word(want + n - sizeof(u64)))) == 0;
-  u8 diff = 0;
-  for (size_t i = 0; i < n; i++) diff |= static_cast<u8>(rz[i]) ^ want[i];
-  return diff == 0;
+  return kc::SmallEqual(obj + size, kRedzonePattern.bytes, RedzoneLen(size));
 }
 
 // Offset (from the object's start) of the first redzone byte overwritten, or 0 if intact.

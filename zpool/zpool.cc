@@ -10,9 +10,9 @@
 // Pools. struct zpool comes from the kmem_cache `pool_cache`, so every entry point can ask
 // kmem_cache_owns() whether a pointer is a live pool without dereferencing it (through each
 // thread's memo of the pool it proved live last, kernel/live_memo.h: pools are freed through
-// g_pools_freed, which invalidates every memo). Pools are on
-// `pools` under `pools_lock` so that zpool_evict() can route a backend's evict (which names the
-// backend's pool) to the zpool's ops (the 3.17 design).
+// g_pools_freed, which invalidates every memo). Pools are on `pools` under `pools_lock` so that
+// zpool_evict() can route a backend's evict (which names the backend's pool) to the zpool's ops
+// (the 3.17 design).
 //
 // Calls in flight. Each pool has a kc::PercpuRef: every call enters it (its thread's counter) for
 // its duration, and a mapping keeps the reference of its zpool_map_handle() call until the

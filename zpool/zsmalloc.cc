@@ -91,31 +91,30 @@
 // destination is full or someone waits for either lock. pages_compacted accumulates.
 //
 // ---- Hardening (docs/hardening.md) --------------------------------------------------------------------
-// Pools come from the "zs_pool" kmem_cache; every call proves its pool live with
-// kmem_cache_owns() (memoized per thread for the last pool proven live, kernel/live_memo.h) and
-// enters its PercpuRef; every handle is proven an allocated zs_handle of this pool with
-// kmem_cache_owns() before it is dereferenced. (zpool's driver calls the _pinned
-// malloc, free and map of zsmalloc_pinned.h, which skip the pool's check and PercpuRef: its
-// zpool call holds the pool.) zs_unmap_object() is the exception
-// that proves the rule: when this thread's area records exactly (pool, handle), the mapping
-// itself proves both live; only a call that does not match runs the checks, to name its misuse. A freed handle is marked freed and
-// kept in a per-pool quarantine ring of kQuarantineSize handles before its slot goes back to the
-// cache, so a second free (or a map) of it is told apart from a handle that was never ours: it
-// is reported as double-free while quarantined, as invalid-handle once released, and (the
-// accepted limit) not at all once its slot is reused by a new handle, which it then names.
-// Following the check order of docs/hardening.md (invalid, then freed, then state), any call on a
-// quarantined handle (zs_free, zs_map_object, zs_unmap_object) is the double-free misuse, and 0
-// or an ERR_PTR value is an invalid handle (the kernel's zs_free() ignores those silently).
-// Outcomes: use-after-destroy -> ERR_PTR(-EINVAL) / NULL / 0 / no-op; invalid-handle and
-// double-free -> no-op / NULL; nested-map -> NULL; concurrent-map -> WARN, then the second thread
-// waits for the area; bad-unmap -> no-op; free-mapped -> refused; sleep-while-mapped -> zs_malloc
-// and zs_create_pool proceed without __GFP_DIRECT_RECLAIM, zs_compact returns 0, zs_destroy_pool
-// proceeds when the mapping is another pool's; destroy-busy (a mapping of this pool, by this
-// thread or another, or calls in flight) -> refused;
-// destroy-nonempty -> everything freed; overflow (redzone: up to 64 bytes of the slot's slack
-// after the requested size, filled at malloc, checked at unmap) and write-ro (checksum of an RO
-// mapping when kc_hardening_full()) -> WARN at unmap, spanning objects are not copied past the
-// requested size, an overwritten redzone is restored.
+// Pools come from the "zs_pool" kmem_cache; every call proves its pool live with kmem_cache_owns()
+// (memoized per thread for the last pool proven live, kernel/live_memo.h) and enters its PercpuRef;
+// every handle is proven an allocated zs_handle of this pool with kmem_cache_owns() before it is
+// dereferenced. (zpool's driver calls the _pinned malloc, free and map of zsmalloc_pinned.h, which
+// skip the pool's check and PercpuRef: its zpool call holds the pool.) zs_unmap_object() is the
+// exception that proves the rule: when this thread's area records exactly (pool, handle), the
+// mapping itself proves both live; only a call that does not match runs the checks, to name its
+// misuse. A freed handle is marked freed and kept in a per-pool quarantine ring of kQuarantineSize
+// handles before its slot goes back to the cache, so a second free (or a map) of it is told apart
+// from a handle that was never ours: it is reported as double-free while quarantined, as
+// invalid-handle once released, and (the accepted limit) not at all once its slot is reused by a
+// new handle, which it then names. Following the check order of docs/hardening.md (invalid, then
+// freed, then state), any call on a quarantined handle (zs_free, zs_map_object, zs_unmap_object) is
+// the double-free misuse, and 0 or an ERR_PTR value is an invalid handle (the kernel's zs_free()
+// ignores those silently). Outcomes: use-after-destroy -> ERR_PTR(-EINVAL) / NULL / 0 / no-op;
+// invalid-handle and double-free -> no-op / NULL; nested-map -> NULL; concurrent-map -> WARN, then
+// the second thread waits for the area; bad-unmap -> no-op; free-mapped -> refused;
+// sleep-while-mapped -> zs_malloc and zs_create_pool proceed without __GFP_DIRECT_RECLAIM,
+// zs_compact returns 0, zs_destroy_pool proceeds when the mapping is another pool's; destroy-busy
+// (a mapping of this pool, by this thread or another, or calls in flight) -> refused;
+// destroy-nonempty -> everything freed; overflow (redzone: up to 64 bytes of the slot's slack after
+// the requested size, filled at malloc, checked at unmap) and write-ro (checksum of an RO mapping
+// when kc_hardening_full()) -> WARN at unmap, spanning objects are not copied past the requested
+// size, an overwritten redzone is restored.
 // Sanitizers: object bytes are ASan-poisoned except the requested size between map and unmap
 // (in place; in vm_buf for a spanning copy); free slots and vm_buf stay poisoned. The allocator's
 // own accesses to headers, links, redzones and object bytes go through accessors built without
@@ -130,7 +129,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <algorithm>
 #include <atomic>
 #include <new>
 #include <vector>
@@ -144,6 +142,7 @@
 #include "zpool/kernel/percpu_ref.h"
 #include "zpool/kernel/sanitizer.h"
 #include "zpool/kernel/sched.h"
+#include "zpool/kernel/small_bytes.h"
 #include "zpool/kernel/thread_annotations.h"
 #include "zpool/inject.h"
 #include "zpool/misuse.h"
@@ -432,8 +431,6 @@ AtomicWhy WhyAtomic() {
 #define ZS_RAW __attribute__((no_sanitize("address"), no_builtin("memcpy"), no_builtin("memset")))
 
 typedef unsigned long __attribute__((may_alias)) raw_word;
-// The same at any alignment: a redzone starts wherever the requested size ends.
-typedef unsigned long __attribute__((may_alias, aligned(1))) raw_uword;
 
 ZS_RAW unsigned long raw_read_word(const void *p) { return *static_cast<const raw_word *>(p); }
 ZS_RAW void raw_write_word(void *p, unsigned long v) { *static_cast<raw_word *>(p) = v; }
@@ -452,71 +449,26 @@ ZS_RAW void raw_copy(void *dst, const void *src, size_t n) {
   for (; n > 0; n--) *d++ = *s++;
 }
 
-constexpr unsigned long kByteRepeat = 0x0101010101010101UL;
-
-// Redzones (at most kRedzoneMax bytes, at any alignment) are filled and checked with a fixed
-// shape per length class, so that no branch depends on the exact length (it differs from object
-// to object, and a loop that stops at it costs a mispredicted branch per call): from 16 bytes,
-// kRedzoneMax / 16 blocks of 16 starting at min(16 k, n - 16) (the later ones overlap the end);
-// from 8, two overlapping words; from 4, two overlapping halves; below that, bytes.
-typedef unsigned char __attribute__((vector_size(16), aligned(1), may_alias)) raw_ublock;
-static_assert(kRedzoneMax % 16 == 0, "whole 16-byte blocks");
-typedef unsigned int __attribute__((may_alias, aligned(1))) raw_uhalf;
-
-ZS_RAW void raw_fill(void *dst, unsigned char v, size_t n) {
-  auto *d = static_cast<unsigned char *>(dst);
-  if (n >= 16) {
-    raw_ublock b;
-    for (size_t i = 0; i < 16; i++) b[i] = v;
-    for (size_t k = 0; k < kRedzoneMax / 16; k++)
-      *reinterpret_cast<raw_ublock *>(d + std::min(16 * k, n - 16)) = b;
-  } else if (n >= 8) {
-    const unsigned long w = v * kByteRepeat;
-    *reinterpret_cast<raw_uword *>(d) = w;
-    *reinterpret_cast<raw_uword *>(d + n - 8) = w;
-  } else if (n >= 4) {
-    const unsigned int h = v * 0x01010101u;
-    *reinterpret_cast<raw_uhalf *>(d) = h;
-    *reinterpret_cast<raw_uhalf *>(d + n - 4) = h;
-  } else {
-    for (size_t i = 0; i < n; i++) d[i] = v;
+// Redzones (at most kRedzoneMax bytes, at any alignment) are written and checked by
+// kc::SmallCopy / kc::SmallEqual (no branch on the length, not instrumented by ASan).
+struct RedzonePattern {
+  unsigned char bytes[kRedzoneMax];
+  constexpr RedzonePattern() : bytes() {
+    for (unsigned char &b : bytes) b = kRedzoneByte;
   }
-}
+};
+constexpr RedzonePattern kRedzonePattern;
+static_assert(kRedzoneMax <= kc::kSmallBytesMax, "kc::SmallCopy/SmallEqual take the redzone");
 
-// Does every byte of [p, p + n) equal v? (n <= kRedzoneMax; the shapes of raw_fill.)
-ZS_RAW bool raw_all(const void *p, unsigned char v, size_t n) {
-  auto *s = static_cast<const unsigned char *>(p);
-  if (n >= 16) {
-    raw_ublock b, diff = {};
-    for (size_t i = 0; i < 16; i++) b[i] = v;
-    for (size_t k = 0; k < kRedzoneMax / 16; k++)
-      diff |= *reinterpret_cast<const raw_ublock *>(s + std::min(16 * k, n - 16)) ^ b;
-    unsigned long halves[2];
-    __builtin_memcpy(halves, &diff, sizeof(halves));
-    return (halves[0] | halves[1]) == 0;
-  }
-  if (n >= 8) {
-    const unsigned long w = v * kByteRepeat;
-    return ((*reinterpret_cast<const raw_uword *>(s) ^ w) |
-            (*reinterpret_cast<const raw_uword *>(s + n - 8) ^ w)) == 0;
-  }
-  if (n >= 4) {
-    const unsigned int h = v * 0x01010101u;
-    return ((*reinterpret_cast<const raw_uhalf *>(s) ^ h) |
-            (*reinterpret_cast<const raw_uhalf *>(s + n - 4) ^ h)) == 0;
-  }
-  unsigned char diff = 0;
-  for (size_t i = 0; i < n; i++) diff |= s[i] ^ v;
-  return diff == 0;
-}
+ZS_RAW void redzone_fill(void *dst, size_t n) { kc::SmallCopy(dst, kRedzonePattern.bytes, n); }
 
-// Index of the first byte of [p, p + n) that is not v, or n. The common answer (n: intact) comes
-// from raw_all(); only a damaged range is searched, a byte at a time.
-ZS_RAW size_t raw_find_not(const void *p, unsigned char v, size_t n) {
-  if (__builtin_expect(raw_all(p, v, n), 1)) return n;
+// Index of the first byte of the n-byte redzone at p that does not hold the pattern, or n. The
+// common answer (intact) comes from kc::SmallEqual; only a damaged redzone is searched.
+ZS_RAW size_t redzone_damage(const void *p, size_t n) {
+  if (__builtin_expect(kc::SmallEqual(p, kRedzonePattern.bytes, n), 1)) return n;
   auto *s = static_cast<const unsigned char *>(p);
   size_t i = 0;
-  while (i < n && s[i] == v) i++;
+  while (i < n && s[i] == kRedzoneByte) i++;
   return i;
 }
 
@@ -628,15 +580,15 @@ void span_copy_in(const Span &s, const void *src) {
   if (s.len[1]) raw_copy(s.addr[1], static_cast<const char *>(src) + s.len[0], s.len[1]);
 }
 
-void span_fill(const Span &s, unsigned char v) {
-  raw_fill(s.addr[0], v, s.len[0]);
-  if (s.len[1]) raw_fill(s.addr[1], v, s.len[1]);
+void span_redzone_fill(const Span &s) {
+  redzone_fill(s.addr[0], s.len[0]);
+  if (s.len[1]) redzone_fill(s.addr[1], s.len[1]);
 }
 
-size_t span_find_not(const Span &s, unsigned char v) {
-  size_t i = raw_find_not(s.addr[0], v, s.len[0]);
+size_t span_redzone_damage(const Span &s) {
+  size_t i = redzone_damage(s.addr[0], s.len[0]);
   if (i < s.len[0] || !s.len[1]) return i;
-  return s.len[0] + raw_find_not(s.addr[1], v, s.len[1]);
+  return s.len[0] + redzone_damage(s.addr[1], s.len[1]);
 }
 
 void span_msan_uninit(const Span &s) {
@@ -923,9 +875,9 @@ void prepare_new_object(const size_class *cls, const zspage *z, const SlotAt &at
   if (rz == 0) return;
   const size_t start = at.off + hdr + req;
   if (start + rz <= PAGE_SIZE)
-    raw_fill(at.addr + hdr + req, kRedzoneByte, rz);
+    redzone_fill(at.addr + hdr + req, rz);
   else
-    span_fill(make_span(at.page, start, rz), kRedzoneByte);
+    span_redzone_fill(make_span(at.page, start, rz));
 }
 
 void obj_free(int class_size, unsigned long obj) {
@@ -1333,7 +1285,7 @@ namespace {
 
 unsigned long Malloc(struct zs_pool *pool, size_t size, gfp_t gfp, bool pinned) {
   ZS_ENTER_POOL_UNLESS(pinned, pool, reinterpret_cast<unsigned long>(ERR_PTR(-EINVAL)),
-                "zs_malloc(%p, %zu, %#x)", static_cast<void *>(pool), size, gfp);
+                       "zs_malloc(%p, %zu, %#x)", static_cast<void *>(pool), size, gfp);
   if (__builtin_expect(size == 0, 0)) return reinterpret_cast<unsigned long>(ERR_PTR(-EINVAL));
   if (__builtin_expect(size > ZS_MAX_ALLOC_SIZE, 0))
     return reinterpret_cast<unsigned long>(ERR_PTR(-ENOSPC));
@@ -1464,8 +1416,8 @@ namespace {
 
 void *MapObject(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm, bool pinned)
     KC_NO_THREAD_SAFETY_ANALYSIS {
-  ZS_ENTER_POOL_UNLESS(pinned, pool, nullptr, "zs_map_object(%p, %#lx, %d)", static_cast<void *>(pool),
-                handle, static_cast<int>(mm));
+  ZS_ENTER_POOL_UNLESS(pinned, pool, nullptr, "zs_map_object(%p, %#lx, %d)",
+                       static_cast<void *>(pool), handle, static_cast<int>(mm));
   if (ZPOOL_CHECKS && !handle_owned(pool, handle)) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_INVALID_HANDLE,
                  "zs_map_object(%p \"%s\", %#lx): not a handle of this pool (garbage, 0, "
@@ -1574,7 +1526,7 @@ void *MapObject(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm, 
     } else {
       kc::msan_mark_uninitialized(buf + area.hdr, area.req);
       if (ZPOOL_CHECKS)
-        raw_fill(buf + area.hdr + area.req, kRedzoneByte, redzone_len(area.slot, area.hdr, area.req));
+        redzone_fill(buf + area.hdr + area.req, redzone_len(area.slot, area.hdr, area.req));
     }
     ret = buf + area.hdr;
     kc::asan_unpoison(ret, area.req);
@@ -1651,11 +1603,11 @@ void zs_unmap_object(struct zs_pool *pool, unsigned long handle) KC_NO_THREAD_SA
   char *ret = area.ptr;
   size_t rz = redzone_len(area.slot, area.hdr, area.req);
   if (ZPOOL_CHECKS && rz) {
-    size_t i = raw_find_not(ret + area.req, kRedzoneByte, rz);
+    size_t i = redzone_damage(ret + area.req, rz);
     if (i < rz) {
       verdict = ZPOOL_MISUSE_OVERFLOW;
       bad_at = i;
-      if (!area.spanning) raw_fill(ret + area.req, kRedzoneByte, rz);  // restore it
+      if (!area.spanning) redzone_fill(ret + area.req, rz);  // restore it
     }
   }
   if (ZPOOL_CHECKS && verdict == ZPOOL_MISUSE_NONE && area.checksummed) {
@@ -1863,7 +1815,7 @@ int zs_validate_TestOnly(struct zs_pool *pool, char *why, size_t len)
                                   static_cast<unsigned int>(req));
           if (ZPOOL_CHECKS && rz && !(st & kStateMapMask)) {
             Span s = make_span(page, off + hdr + req, rz);
-            size_t bad = span_find_not(s, kRedzoneByte);
+            size_t bad = span_redzone_damage(s);
             if (bad < rz) {
               err = fail(why, len, "class %d: handle %#lx (%lu bytes): redzone byte %zu "
                          "overwritten", cls->size, handle, req, bad);
