@@ -21,7 +21,8 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from . import bench, corpus, coverage, explain, fuzz, ossfuzz, repro, setup, testcmd
+    from . import (bench, corpus, coverage, explain, fresh, fuzz, ossfuzz, repro, setup,
+                   testcmd)
 
     p = sub.add_parser(
         "setup", help="install every Debian package, build the MSan libc++, write user.bazelrc",
@@ -40,6 +41,7 @@ def _build_parser():
     coverage.add_parser(sub)
     ossfuzz.add_parser(sub)
     bench.add_parser(sub)
+    fresh.add_parser(sub)
     return parser
 
 

@@ -83,7 +83,7 @@ def install_packages():
         raise ZfuzzError("step packages: still missing after apt-get install: " + " ".join(still))
 
 
-def _codename():
+def codename():
     try:
         with open("/etc/os-release") as f:
             for line in f:
@@ -121,8 +121,9 @@ def parse_deb822(text):
     return stanzas
 
 
-def derive_src_stanzas(sources, codename):
-    """deb-src stanzas mirroring the machine's own Debian sources (never a hard-coded host).
+def derive_src_stanzas(sources, codename, types="deb-src"):
+    """Stanzas of `types` (deb-src; or deb, for a new root) mirroring the machine's own Debian
+    sources (never a hard-coded host).
 
     `sources` maps a file name to its text; deb822 (.sources) and one-line (.list) formats are read.
     Only entries for this release's suites are copied (third-party repositories are left alone).
@@ -136,7 +137,7 @@ def derive_src_stanzas(sources, codename):
                 suites = [s for s in st.get("Suites", "").split() if _release_suite(s, codename)]
                 if not suites or not st.get("URIs"):
                     continue
-                stanza = {"Types": "deb-src", "URIs": st["URIs"], "Suites": " ".join(suites),
+                stanza = {"Types": types, "URIs": st["URIs"], "Suites": " ".join(suites),
                           "Components": st.get("Components", "main")}
                 if "Signed-By" in st:
                     stanza["Signed-By"] = st["Signed-By"]
@@ -146,7 +147,7 @@ def derive_src_stanzas(sources, codename):
                 m = re.match(r"^\s*deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$", line)
                 if not m or not _release_suite(m.group(3), codename):
                     continue
-                stanza = {"Types": "deb-src", "URIs": m.group(2), "Suites": m.group(3),
+                stanza = {"Types": types, "URIs": m.group(2), "Suites": m.group(3),
                           "Components": m.group(4).split("#")[0].strip() or "main"}
                 opts = m.group(1) or ""
                 sb = re.search(r"signed-by=(\S+?)[\s\]]", opts)
@@ -156,12 +157,24 @@ def derive_src_stanzas(sources, codename):
     return out
 
 
-def render_deb822(stanzas):
+def render_deb822(stanzas, comment="source packages from this machine's own Debian mirror"):
     blocks = []
     for st in stanzas:
         blocks.append("\n".join(f"{k}: {v}" for k, v in st.items()))
-    return "# Written by tools/zfuzz setup: source packages from this machine's own Debian mirror.\n" \
-        + "\n\n".join(blocks) + "\n"
+    return "# Written by tools/zfuzz: %s.\n" % comment + "\n\n".join(blocks) + "\n"
+
+
+def read_apt_sources(skip=()):
+    """{file name: text} of this machine's apt sources (sources.list and sources.list.d/*)."""
+    sources = {}
+    candidates = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*"))
+    for path in candidates:
+        if path in skip or not os.path.isfile(path):
+            continue
+        with open(path, errors="replace") as f:
+            sources[os.path.basename(path) if path != "/etc/apt/sources.list" else "sources.list"] \
+                = f.read()
+    return sources
 
 
 def _source_available():
@@ -173,19 +186,11 @@ def ensure_deb_src():
     if _source_available():
         say("step deb-src: source package %s is known to apt" % LLVM_SOURCE_PACKAGE)
         return
-    codename = _codename()
-    sources = {}
-    candidates = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*"))
-    for path in candidates:
-        if path == SRC_LIST or not os.path.isfile(path):
-            continue
-        with open(path, errors="replace") as f:
-            sources[os.path.basename(path) if path != "/etc/apt/sources.list" else "sources.list"] \
-                = f.read()
-    stanzas = derive_src_stanzas(sources, codename)
+    release = codename()
+    stanzas = derive_src_stanzas(read_apt_sources(skip=(SRC_LIST,)), release)
     if not stanzas:
         raise ZfuzzError("step deb-src: no Debian '%s' entry in /etc/apt to derive a deb-src "
-                         "entry from" % codename)
+                         "entry from" % release)
     say("step deb-src: adding %s (copied from this machine's apt sources)" % SRC_LIST)
     text = render_deb822(stanzas)
     if os.geteuid() == 0:

@@ -5,7 +5,7 @@ import os
 import tempfile
 import unittest
 
-from zfuzzlib import common, setup, testcmd
+from zfuzzlib import common, fresh, setup, testcmd
 
 
 class DebSrcTest(unittest.TestCase):
@@ -188,6 +188,100 @@ class RunTest(unittest.TestCase):
         with self.assertRaises(common.ZfuzzError) as ctx:
             common.run(["/nonexistent/zfuzz-tool"], step="step x", quiet=True)
         self.assertIn("command not found", str(ctx.exception))
+
+
+class FreshMachineTest(unittest.TestCase):
+    MOUNTINFO = (
+        "22 1 8:1 / / rw,relatime - ext4 /dev/vda rw\n"
+        "40 22 0:5 / /var/tmp/fm/proc rw - proc proc rw\n"
+        "41 22 0:6 / /var/tmp/fm/dev rw - devtmpfs udev rw\n"
+        "42 41 0:7 / /var/tmp/fm/dev/pts rw - devpts devpts rw\n"
+        "43 22 0:8 / /var/tmp/fm2/proc rw - proc proc rw\n"
+        "44 22 0:9 / /var/tmp/fm/with\\040space rw - tmpfs tmpfs rw\n")
+
+    def test_mounts_under_a_root_deepest_first(self):
+        self.assertEqual(fresh.mounts_under("/var/tmp/fm", self.MOUNTINFO),
+                         ["/var/tmp/fm/dev/pts", "/var/tmp/fm/dev", "/var/tmp/fm/proc",
+                          "/var/tmp/fm/with space"])
+        self.assertEqual(fresh.mounts_under("/var/tmp/other", self.MOUNTINFO), [])
+
+    def test_root_dir_is_ours_or_empty(self):
+        with tempfile.TemporaryDirectory() as d:
+            repo = os.path.join(d, "repo")
+            os.makedirs(repo)
+            for bad in ("/", repo, os.path.join(repo, "x")):
+                with self.assertRaises(common.ZfuzzError, msg=bad) as ctx:
+                    fresh.check_root_dir(bad, repo_root=repo)
+                self.assertEqual(ctx.exception.exit_code, 2)
+            absent = os.path.join(d, "absent")
+            self.assertEqual(fresh.check_root_dir(absent, repo_root=repo), absent)
+            theirs = os.path.join(d, "theirs")
+            os.makedirs(theirs)
+            open(os.path.join(theirs, "data"), "w").close()
+            with self.assertRaises(common.ZfuzzError) as ctx:
+                fresh.check_root_dir(theirs, repo_root=repo)
+            self.assertIn("not made by tools/zfuzz fresh-machine", str(ctx.exception))
+            open(os.path.join(theirs, fresh.MARKER), "w").close()
+            self.assertEqual(fresh.check_root_dir(theirs, repo_root=repo), theirs)
+            a_file = os.path.join(d, "file")
+            open(a_file, "w").close()
+            with self.assertRaises(common.ZfuzzError):
+                fresh.check_root_dir(a_file, repo_root=repo)
+
+    def test_verdicts(self):
+        self.assertEqual(fresh.result_of("x\n293 passed, 0 failed\n", 0, "test"),
+                         "293 passed, 0 failed")
+        self.assertEqual(fresh.result_of("293 passed, 7 failed\n", 1, "test"),
+                         "293 passed, 7 failed (exit 1)")
+        self.assertEqual(fresh.result_of("zfuzz: error: bazel build failed\n", 1, "test"),
+                         "exit 1, no 'N passed, N failed' line")
+        self.assertEqual(fresh.result_of("\nno findings\n", 0, "fuzz"), "exit 0 (no findings)")
+        self.assertEqual(fresh.result_of("findings (one ...)\n", 1, "fuzz"),
+                         "exit 1 (new findings)")
+        self.assertEqual(fresh.result_of("zfuzz: error: bazel build of x failed\n", 1, "fuzz"),
+                         "exit 1: bazel build of x failed")
+
+    def test_commands_run_with_an_empty_environment_in_the_clone(self):
+        argv = fresh.chroot_argv("/r", ["tools/zfuzz", "test"])
+        self.assertEqual(argv[:4], ["chroot", "/r", "/usr/bin/env", "-i"])
+        self.assertIn("--chdir=" + fresh.CLONE, argv)
+        self.assertEqual(argv[-2:], ["tools/zfuzz", "test"])
+        self.assertFalse(any(a.startswith(("LANG=", "PYTHON")) for a in argv))
+
+    def test_processes_in_a_root(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = os.path.join(d, "root")
+            os.makedirs(root)
+            for pid, where in (("10", root), ("11", "/"), ("12", root + "x")):
+                os.makedirs(os.path.join(d, "proc", pid))
+                os.symlink(where, os.path.join(d, "proc", pid, "root"))
+            os.makedirs(os.path.join(d, "proc", "self"))
+            self.assertEqual(fresh.processes_in(root, proc_dir=os.path.join(d, "proc")), [10])
+
+    def test_mirror_stanzas_are_deb(self):
+        sources = {"debian.sources": "Types: deb\nURIs: http://m/debian\nSuites: bookworm\n"
+                                     "Components: main\n"}
+        stanzas = setup.derive_src_stanzas(sources, "bookworm", types="deb")
+        self.assertEqual(stanzas[0]["Types"], "deb")
+        self.assertIn("Written by tools/zfuzz: mirror.",
+                      setup.render_deb822(stanzas, "mirror"))
+
+    def test_needs_root_and_a_valid_time(self):
+        from zfuzzlib import cli
+        parser = cli._build_parser()
+        args = parser.parse_args(["fresh-machine", "--fuzz-time", "soon"])
+        real = os.geteuid
+        try:
+            os.geteuid = lambda: 1000
+            with self.assertRaises(common.ZfuzzError) as ctx:
+                fresh.run_fresh_machine(args)
+            self.assertIn("needs root", str(ctx.exception))
+            os.geteuid = lambda: 0
+            with self.assertRaises(common.ZfuzzError) as ctx:
+                fresh.run_fresh_machine(args)
+            self.assertIn("--fuzz-time", str(ctx.exception))
+        finally:
+            os.geteuid = real
 
 
 if __name__ == "__main__":
