@@ -5,9 +5,13 @@ symbolized stack that belong to the program (sanitizer runtimes, libFuzzer, libc
 our own WARN/BUG reporting machinery skipped). Two inputs with one state are one bug.
 
 A kept finding is a directory under <out>/findings/: the input (crash-<sha1>), its metadata
-(crash-<sha1>.json: target, engine, sanitizer, injected bug, commit, time, state) and the
-symbolized report (crash-<sha1>.txt). `tools/zfuzz repro` reads the metadata to rebuild the
-binary that found it.
+(crash-<sha1>.json: target, engine, sanitizer, injected bug, commit, time, state, how often it
+replayed) and the symbolized report (crash-<sha1>.txt). `tools/zfuzz repro` reads the metadata to
+rebuild the binary that found it.
+
+The report that counts is the one the fuzzer printed when the input failed (libFuzzer's log,
+which names the artifact it wrote): a free-running concurrent finding may not fail again, and its
+crash state must not be lost with it. Replays are recorded beside it, never instead of it.
 """
 import datetime
 import hashlib
@@ -39,6 +43,11 @@ _KINDS = [
      lambda m: "libFuzzer %s" % m.group(1)),
 ]
 _ACCESS_RE = re.compile(r"^(READ|WRITE) of size (\d+)")
+# libFuzzer: "artifact_prefix='/o/'; Test unit written to /o/crash-<sha1>"
+_WRITTEN_RE = re.compile(r"Test unit written to (\S+)\s*$")
+# libFuzzer's progress lines ("#1234\tNEW cov: ..."), which a failure's report follows.
+_STATUS_RE = re.compile(r"^#\d+\s")
+_SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV"}
 # Frames that say where the report came from, not where the bug is.
 _SKIP_FRAME = re.compile(
     r"^(__sanitizer|__asan|__lsan|__ubsan|__msan|__tsan|__interceptor|__interception|"
@@ -125,6 +134,45 @@ def parse_report(text):
     return {"kind": kind or "unknown crash", "frames": frames, "location": location}
 
 
+def report_from_log(text, artifact_name):
+    """What libFuzzer printed for the input it saved as `artifact_name` (a base name): the lines
+    after its last progress line up to 'Test unit written to ...'; None when this log did not
+    write that artifact."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _WRITTEN_RE.search(line)
+        if not m or os.path.basename(m.group(1)) != artifact_name:
+            continue
+        start = i
+        while start > 0 and not _STATUS_RE.match(lines[start - 1]) \
+                and not lines[start - 1].startswith("$ "):
+            start -= 1
+        # A failure on the first inputs follows libFuzzer's preamble (INFO: Seed ... lines).
+        while start < i and lines[start].startswith("INFO: "):
+            start += 1
+        return "\n".join(lines[start:i + 1]) + "\n"
+    return None
+
+
+def kind_from_artifact_name(name):
+    """The kind an artifact's name alone tells: AFL++'s crashes/ and hangs/ files, libFuzzer's
+    timeout-, oom- and leak- prefixes. None for a plain crash- file."""
+    if name.startswith("timeout-"):
+        return "libFuzzer timeout"
+    if name.startswith("oom-"):
+        return "libFuzzer out-of-memory"
+    if name.startswith("leak-"):
+        return "LSan leak"
+    if name.startswith("id:"):
+        m = re.search(r"(?:^|,)sig:(\d+)", name)
+        if m:
+            number = int(m.group(1))
+            return "AFL++ crash (signal %d%s)" % (
+                number, ", " + _SIGNALS[number] if number in _SIGNALS else "")
+        return "AFL++ timeout (hang)"
+    return None
+
+
 def crash_state(report):
     """The dedup key of a parsed report: its kind and top three frames, one per line."""
     return "\n".join([report["kind"]] + report["frames"])
@@ -143,9 +191,14 @@ def metadata_path(input_path):
     return input_path + ".json"
 
 
-def write_finding(findings_dir, input_path, report_text, meta):
-    """Keeps one reproducer per crash state. Returns (directory, new: bool)."""
+def write_finding(findings_dir, input_path, report_text, meta, fallback_kind=None):
+    """Keeps one reproducer per crash state. Returns (directory, new: bool).
+
+    The state comes from report_text (the fuzzer's own report when there is one); when nothing
+    in it names a failure, from fallback_kind (what the artifact's name tells)."""
     parsed = parse_report(report_text)
+    if parsed["kind"] == "unknown crash" and fallback_kind:
+        parsed["kind"] = fallback_kind
     state = crash_state(parsed)
     sid = state_id(state)
     directory = os.path.join(findings_dir, sid)

@@ -147,8 +147,9 @@ class Instance:
     def _afl_argv(self, remaining):
         t = self.target
         role = ["-M", "main"] if self.index == 0 else ["-S", "sec%d" % self.index]
-        argv = ["afl-fuzz", "-V", str(max(remaining, 1)), "-i", self.c.afl_seed_dir(t),
-                "-o", os.path.join(self.tdir, "afl")] + role
+        # -t: the same per-input limit as libFuzzer's -timeout, so that a hang is one.
+        argv = ["afl-fuzz", "-V", str(max(remaining, 1)), "-t", str(INPUT_TIMEOUT * 1000),
+                "-i", self.c.afl_seed_dir(t), "-o", os.path.join(self.tdir, "afl")] + role
         max_len = self.c.known[t]["max_len"]
         if max_len:
             argv += ["-G", str(max_len)]
@@ -559,33 +560,17 @@ class Campaign:
                      if p not in self.artifacts_before[t]]
             r["artifacts"] = len(fresh)
             for path in fresh:
-                report = self.rerun(t, path)
                 meta = {"target": t, "engine": self.engine, "sanitizer": self.sanitizer,
                         "bug": self.bug, "commit": targets_mod.git_commit(),
                         "time": findings.now(), "artifact": os.path.basename(path)}
-                directory, new = findings.write_finding(fdir, path, report, meta)
+                report, fallback, meta_more = examine_artifact(
+                    self.binaries[t], self.engine, path, os.path.join(self.target_dir(t), "logs"),
+                    cwd=self.target_dir(t), tries=replay_tries(t))
+                meta.update(meta_more)
+                directory, new = findings.write_finding(fdir, path, report, meta, fallback)
                 if new:
                     r["findings_new"] += 1
                     self.new_findings.append(directory)
-
-    def rerun(self, t, path):
-        """The symbolized report of an artifact, from running it once more."""
-        binary = self.binaries[t]
-        env = targets_mod.fuzz_env()
-        argv = [binary, path]
-        if self.engine == "libfuzzer":
-            argv = [binary, "-timeout=%d" % INPUT_TIMEOUT, "-runs=1", path]
-        try:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  env=env, timeout=INPUT_TIMEOUT * 4, cwd=self.target_dir(t))
-            text = proc.stdout.decode("utf-8", "replace")
-            if proc.returncode == 0:
-                text += "\n(zfuzz: the input did not fail when run again: flaky or timing)\n"
-            return text
-        except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode("utf-8", "replace")
-            return out + "\nERROR: libFuzzer: timeout (zfuzz: re-run exceeded %d s)\n" % (
-                INPUT_TIMEOUT * 4)
 
     def summary(self):
         rows = []
@@ -611,7 +596,9 @@ class Campaign:
                 "commit": targets_mod.git_commit(), "interrupted": self.stopping,
                 "merged_into_corpus": self.merge, "targets": rows,
                 "findings": [{k: f.get(k) for k in ("state_id", "target", "kind", "frames",
-                                                     "location", "path", "duplicates", "time")}
+                                                     "location", "path", "duplicates", "time",
+                                                     "reproduced", "replayed", "report_from",
+                                                     "log")}
                              for f in all_findings]}
         path = os.path.join(self.out, "summary.json")
         tmp = path + ".tmp"
@@ -625,6 +612,90 @@ class Campaign:
         print_summary(data, self.new_findings)
         say("summary: %s" % path)
         return data
+
+
+# ---- findings: the fuzzer's report, then replays -------------------------------------------------
+
+# Replays of a finding before it is called not reproduced. Free-running threads make the
+# concurrent target's failures depend on timing; the others fail on the first run or never.
+REPLAY_TRIES = 3
+CONCURRENT_REPLAY_TRIES = 10
+
+
+def replay_tries(target):
+    return CONCURRENT_REPLAY_TRIES if "concurrent" in target else REPLAY_TRIES
+
+
+def original_report(logs_dir, artifact):
+    """(log path, report) of the fuzzer run that wrote `artifact`, newest log first; (None, None)
+    when no log names it (AFL++ keeps no output of its target)."""
+    name = os.path.basename(artifact)
+    try:
+        logs = sorted((os.path.join(logs_dir, n) for n in os.listdir(logs_dir)
+                       if n.endswith(".log") and not n.startswith("merge-")),
+                      key=os.path.getmtime, reverse=True)
+    except OSError:
+        return None, None
+    for log in logs:
+        try:
+            with open(log, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if name not in text:
+            continue
+        report = findings.report_from_log(text, name)
+        if report:
+            return log, report
+    return None, None
+
+
+def replay(binary, engine, path, cwd, tries):
+    """Runs the artifact up to `tries` times, stopping at the first failure.
+    Returns (runs, failed: bool, output of the failing run or of the last clean one)."""
+    env = targets_mod.fuzz_env()
+    argv = [binary, path]
+    if engine == "libfuzzer":
+        argv = [binary, "-timeout=%d" % INPUT_TIMEOUT, "-runs=1", path]
+    text = ""
+    for run in range(1, tries + 1):
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=env, timeout=INPUT_TIMEOUT * 4, cwd=cwd)
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode("utf-8", "replace")
+            return run, True, out + "\nERROR: libFuzzer: timeout (zfuzz: re-run exceeded %d s)\n" \
+                % (INPUT_TIMEOUT * 4)
+        text = proc.stdout.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            return run, True, text
+    return tries, False, text
+
+
+def examine_artifact(binary, engine, path, logs_dir, cwd, tries):
+    """What is kept of one artifact: (report text, fallback kind, metadata).
+
+    The report is the fuzzer's own, from its log, when one names the artifact, with the replay
+    after it; else the failing replay's. A finding that did not fail again keeps the fuzzer's
+    report and says so ("replayed": "0/N")."""
+    log, report = original_report(logs_dir, path)
+    runs, failed, replay_text = replay(binary, engine, path, cwd, tries)
+    fallback = findings.kind_from_artifact_name(os.path.basename(path))
+    verdict = ("failed again on replay %d of %d" % (runs, tries) if failed else
+               "did not fail again in %d replay%s: flaky or timing-dependent"
+               % (tries, "" if tries == 1 else "s"))
+    meta = {"replayed": "%d/%d" % (1 if failed else 0, runs), "reproduced": failed,
+            "replay_runs": runs, "report_from": "fuzzer log" if report else "replay",
+            "log": log}
+    if report:
+        text = ("== the fuzzer's report (%s) ==\n%s\n== replay: %s ==\n%s"
+                % (log, report, verdict, replay_text if failed else ""))
+    elif failed:
+        text = replay_text
+    else:
+        text = ("(zfuzz: no fuzzer log names this input, and it %s)\n%s" % (verdict, replay_text))
+        meta["report_from"] = "artifact name" if fallback else "none"
+    return text, fallback, meta
 
 
 def print_summary(data, new_dirs=()):
@@ -655,6 +726,11 @@ def print_summary(data, new_dirs=()):
         mark = "*" if os.path.dirname(os.path.abspath(f["path"])) in new_set else " "
         print(" %s %s  %-22s %s" % (mark, f["state_id"], f["target"], f["kind"]))
         print("      at %s" % " <- ".join(f["frames"] or ["?"]))
+        if f.get("reproduced") is False:
+            print("      NOT REPRODUCED: 0 of %s replays failed; the report is the fuzzer's, from"
+                  % str(f.get("replayed", "0/?")).split("/")[-1])
+            print("      %s" % display_path(f["log"]) if f.get("log") else
+                  "      (no fuzzer log named it: the kind is what its file name says)")
         print("      tools/zfuzz repro %s" % display_path(f["path"]))
 
 
@@ -689,10 +765,11 @@ def list_artifacts(tdir):
     afl = os.path.join(tdir, "afl")
     if os.path.isdir(afl):
         for inst in sorted(os.listdir(afl)):
-            crashes = os.path.join(afl, inst, "crashes")
-            if os.path.isdir(crashes):
-                out += sorted(os.path.join(crashes, n) for n in os.listdir(crashes)
-                              if n.startswith("id:"))
+            for sub in ("crashes", "hangs"):  # hangs: inputs over afl-fuzz's -t
+                found = os.path.join(afl, inst, sub)
+                if os.path.isdir(found):
+                    out += sorted(os.path.join(found, n) for n in os.listdir(found)
+                                  if n.startswith("id:"))
     return out
 
 

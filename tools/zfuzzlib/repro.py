@@ -334,6 +334,10 @@ def run_repro(args):
                  "; the file is empty" if os.path.getsize(args.file) == 0 else ""))
         if len(failed):
             print("but %d of %d later runs failed: timing-dependent" % (len(failed), runs))
+        if os.path.exists(args.file + ".txt"):
+            print("the report kept when it was found: %s.txt%s"
+                  % (args.file, " (from the fuzzer's log %s)" % meta["log"]
+                     if meta.get("log") else ""))
         return 1
     print("reproduced %d/%d: %s" % (len(same), runs, first.parsed["kind"]))
     print("crash state: %s" % " <- ".join(first.parsed["frames"] or ["?"]))

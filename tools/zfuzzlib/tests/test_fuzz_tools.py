@@ -159,6 +159,162 @@ class FindingStoreTest(unittest.TestCase):
         self.assertIn("corrupt metadata", str(ctx.exception))
 
 
+FUZZER_LOG = """\
+$ /x/zpool_concurrent_fuzz -max_total_time=60 corpus
+INFO: Running with entropic power schedule (0xFF, 100).
+INFO: Seed: 1234
+#2\tINITED cov: 80 ft: 90 corp: 1/1b exec/s: 0 rss: 30Mb
+#900\tNEW    cov: 812 ft: 2345 corp: 120/4567b lim: 40 exec/s: 1234 rss: 50Mb L: 3/4 MS: 1 Shuffle-
+------------[ cut here ]------------
+kernel BUG at ./zpool/kernel/list.h:50! remove: BUG_ON(!n->linked())
+Call Trace:
+    #0 0x10 in kc::ListHead::remove() /proc/self/cwd/zpool/kernel/list.h:50:5
+    #1 0x11 in zs_free /proc/self/cwd/zpool/zsmalloc.cc:1400:3
+==77== ERROR: libFuzzer: deadly signal
+MS: 2 CopyPart-ChangeBit-; base unit: 0123
+artifact_prefix='/o/artifacts/'; Test unit written to /o/artifacts/crash-aaaa
+#901\tNEW    cov: 813 ft: 2346 corp: 121/4568b lim: 40 exec/s: 1234 rss: 50Mb L: 3/4 MS: 1 Shuffle-
+==78==ERROR: LeakSanitizer: detected memory leaks
+Direct leak of 8 byte(s) in 1 object(s) allocated from:
+    #0 0x20 in malloc
+    #1 0x21 in kc::Leaky() /proc/self/cwd/zpool/kernel/slab.cc:9:3
+INFO: to ignore leaks on libFuzzer side use -detect_leaks=0.
+MS: 1 Shuffle-; base unit: 4567
+artifact_prefix='/o/artifacts/'; Test unit written to /o/artifacts/leak-bbbb
+"""
+
+
+class FuzzerLogTest(unittest.TestCase):
+    def test_the_report_of_each_artifact(self):
+        crash = findings.report_from_log(FUZZER_LOG, "crash-aaaa")
+        self.assertTrue(crash.startswith("------------[ cut here ]"), crash)
+        self.assertNotIn("NEW", crash)
+        self.assertTrue(crash.rstrip().endswith("crash-aaaa"))
+        parsed = findings.parse_report(crash)
+        self.assertEqual(parsed["kind"], "BUG in remove")
+        self.assertEqual(parsed["frames"], ["kc::ListHead::remove", "zs_free"])
+        leak = findings.report_from_log(FUZZER_LOG, "leak-bbbb")
+        self.assertIn("INFO: to ignore leaks", leak)  # an INFO line inside a report stays
+        self.assertEqual(findings.parse_report(leak)["kind"], "LSan leak")
+        self.assertIsNone(findings.report_from_log(FUZZER_LOG, "crash-cccc"))
+
+    def test_a_failure_among_the_first_inputs(self):
+        log = ("$ /x/t corpus\nINFO: Seed: 1\nINFO: Loaded 1 modules\n"
+               "==9==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n"
+               "    #0 0x1 in zs_map_object /proc/self/cwd/zpool/zsmalloc.cc:1:1\n"
+               "artifact_prefix='./'; Test unit written to ./crash-dddd\n")
+        report = findings.report_from_log(log, "crash-dddd")
+        self.assertTrue(report.startswith("==9==ERROR: AddressSanitizer"), report)
+
+    def test_kinds_from_artifact_names(self):
+        name = findings.kind_from_artifact_name
+        self.assertEqual(name("id:000003,sig:06,src:000001,time:10,execs:9,op:havoc,rep:2"),
+                         "AFL++ crash (signal 6, SIGABRT)")
+        self.assertEqual(name("id:000000,sig:11,src:000000,op:flip1,pos:0"),
+                         "AFL++ crash (signal 11, SIGSEGV)")
+        self.assertEqual(name("id:000001,src:000002,time:5,execs:7,op:havoc,rep:4"),
+                         "AFL++ timeout (hang)")
+        self.assertEqual(name("timeout-abcd"), "libFuzzer timeout")
+        self.assertEqual(name("oom-abcd"), "libFuzzer out-of-memory")
+        self.assertEqual(name("leak-abcd"), "LSan leak")
+        self.assertIsNone(name("crash-abcd"))
+
+    def test_a_kind_only_the_name_tells(self):
+        d = tempfile.mkdtemp()
+        try:
+            path = os.path.join(d, "id:000000,sig:06,src:000000,op:havoc")
+            with open(path, "wb") as f:
+                f.write(b"x")
+            _, new = findings.write_finding(os.path.join(d, "f"), path, "(nothing printed)\n",
+                                            {"target": "t"}, "AFL++ crash (signal 6, SIGABRT)")
+            self.assertTrue(new)
+            self.assertEqual(findings.list_findings(os.path.join(d, "f"))[0]["kind"],
+                             "AFL++ crash (signal 6, SIGABRT)")
+        finally:
+            shutil.rmtree(d)
+
+
+@unittest.skipUnless(shutil.which("clang++-19"), "needs clang++-19 (tools/zfuzz setup)")
+class NonReplayingFindingTest(unittest.TestCase):
+    """A real libFuzzer target that fails only once (tests/flaky_target.cc): its finding keeps
+    the report the fuzzer printed, is marked not reproduced and points at the log."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="zfuzz-flaky-")
+        cls.binary = os.path.join(cls.dir, "flaky_target")
+        src = os.path.join(os.path.dirname(__file__), "flaky_target.cc")
+        subprocess.run(["clang++-19", "-std=c++20", "-g", "-O1", "-fsanitize=fuzzer,address",
+                        src, "-o", cls.binary], check=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir)
+
+    def campaign(self, name, env_extra):
+        """Runs the target as a campaign's Instance does; returns (artifact, logs dir, cwd)."""
+        work = os.path.join(self.dir, name)
+        for sub in ("corpus", "artifacts", "logs", "seeds"):
+            os.makedirs(os.path.join(work, sub))
+        with open(os.path.join(work, "seeds", "bug"), "wb") as f:
+            f.write(b"BUG!")
+        env = targets.fuzz_env(env_extra)
+        argv = [self.binary, "-max_total_time=10", "-print_final_stats=1",
+                "-artifact_prefix=" + os.path.join(work, "artifacts") + "/",
+                os.path.join(work, "corpus"), os.path.join(work, "seeds")]
+        with open(os.path.join(work, "logs", "libfuzzer-1-1.log"), "wb") as log:
+            log.write(("$ " + " ".join(argv) + "\n").encode())
+            log.flush()
+            proc = subprocess.run(argv, cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.assertNotEqual(proc.returncode, 0)
+        artifacts = fuzz.list_artifacts(work)
+        self.assertEqual(len(artifacts), 1, artifacts)
+        return artifacts[0], os.path.join(work, "logs"), work
+
+    def test_a_finding_that_does_not_replay(self):
+        marker = os.path.join(self.dir, "failed-once")
+        os.environ["FLAKY_MARKER"] = marker  # the replays inherit it, as from fuzz_env()
+        try:
+            artifact, logs, work = self.campaign("once", {})
+            report, fallback, meta = fuzz.examine_artifact(self.binary, "libfuzzer", artifact,
+                                                           logs, cwd=work, tries=3)
+        finally:
+            del os.environ["FLAKY_MARKER"]
+        self.assertFalse(meta["reproduced"])
+        self.assertEqual(meta["replayed"], "0/3")
+        self.assertEqual(meta["report_from"], "fuzzer log")
+        self.assertEqual(meta["log"], os.path.join(logs, "libfuzzer-1-1.log"))
+        self.assertIn("did not fail again in 3 replays", report)
+        fdir = os.path.join(work, "findings")
+        meta.update({"target": "flaky_target", "time": findings.now()})
+        directory, new = findings.write_finding(fdir, artifact, report, meta, fallback)
+        self.assertTrue(new)
+        kept = findings.list_findings(fdir)[0]
+        self.assertEqual(kept["kind"], "BUG in remove")
+        self.assertEqual(kept["frames"][0], "remove_node")
+        self.assertFalse(kept["reproduced"])
+        with open(kept["path"] + ".txt") as f:
+            self.assertIn("kernel BUG at ./zpool/kernel/list.h:50!", f.read())
+        data = {"targets": [], "merged_into_corpus": False,
+                "findings": [{k: kept.get(k) for k in ("state_id", "target", "kind", "frames",
+                                                       "path", "reproduced", "replayed", "log")}]}
+        _, out, _ = quiet(fuzz.print_summary, data, [directory])
+        self.assertIn("BUG in remove", out)
+        self.assertIn("at remove_node", out)
+        self.assertIn("NOT REPRODUCED: 0 of 3 replays failed", out)
+        self.assertIn("libfuzzer-1-1.log", out)
+        self.assertNotIn("unknown crash", out)
+
+    def test_a_finding_that_replays(self):
+        artifact, logs, work = self.campaign("always", {})
+        report, _, meta = fuzz.examine_artifact(self.binary, "libfuzzer", artifact, logs,
+                                                cwd=work, tries=3)
+        self.assertTrue(meta["reproduced"])
+        self.assertEqual(meta["replayed"], "1/1")
+        self.assertIn("failed again on replay 1 of 3", report)
+        self.assertEqual(findings.parse_report(report)["kind"], "BUG in remove")
+
+
 class StatusParsingTest(unittest.TestCase):
     def test_libfuzzer_line(self):
         s = fuzz.parse_libfuzzer_status("#123456\tNEW    cov: 812 ft: 2345 corp: 120/4567b "
