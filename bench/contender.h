@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // One allocator under test, as the harness (harness.cc) drives it: a pool, store/load/free of
 // compressed pages, its memory, and its compaction.
 //

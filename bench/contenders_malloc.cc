@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The malloc family as benchmark contenders: malloc + memcpy + free of the same compressed
 // buffers. BENCH_ALLOCATOR selects the allocator the binary is linked with (each in its own
 // binary: jemalloc and mimalloc replace malloc for the whole process when linked):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Our allocators as benchmark contenders: zsmalloc and zbud through their own APIs, and both
 // through zpool. The chain size (ZS_CONFIG_CHAIN_SIZE) and the checks (ZPOOL_UNCHECKED) are
 // those of the libraries this binary links: alloc_bench_ours (chain 8), alloc_bench_ours_cs4

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The allocator benchmark's phases, the same for every contender (contender.h). One process run
 // measures one contender once; tools/zfuzz bench runs every contender several times, interleaved,
 // and takes medians.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The cost of the kernel layer's lock-order checker (zpool/kernel/lock.h): uncontended
 // acquire+release with kc::lockdep::SetEnabled(true) and (false), in ns per acquire+release.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The ceiling for fuzzing throughput: a target that does (almost) nothing, built and run exactly
 // like the real fuzz targets (same engines, same configs), so that `tools/zfuzz bench` can show
 // each target's execs/s beside the most the engine can do on this machine.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 #include "bench/workload.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The benchmark workload: real pages of this machine's files, compressed as zram and zswap do.
 //
 // bench_workload (workload_main.cc) walks a fixed set of directories in sorted order, picks pages

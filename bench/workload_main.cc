@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // bench_workload: writes the benchmark's workload file (see workload.h) and prints a JSON summary
 // (page counts, compressed sizes, the size distribution) on stdout.
 //

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Filegroups of the checked-in corpora: <target> (corpus/<target>/) and regressions_<target>
 (corpus/regressions/<target>/), for zfuzz_target's replay test and seed zip."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """An encoder for libFuzzer's FuzzedDataProvider: writes the input bytes that make a harness's
 ConsumeIntegralInRange / ConsumeBool / ConsumeBytes calls return chosen values.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
 """Regenerates the seed corpora of the fuzz targets.
 
   corpus/generate.py [TARGET...] [--no-merge] [--jobs N]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // kernel_api_fuzz: the page allocator and slab caches of //zpool/kernel against a shadow model.
 //
 // Operations (one byte each, then arguments): allocate a page (optionally zeroed), free a page,

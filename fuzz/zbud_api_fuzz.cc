@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zbud_api_fuzz: legal zbud API sequences (create/destroy, alloc of every size class of interest,
 // free, map with write/verify, reclaim with evict callbacks that free, refuse or free some,
 // page counts, CPU changes, fault injection) against the shadow model of fuzz/api/program.h,

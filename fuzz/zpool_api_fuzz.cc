@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool_api_fuzz: the same legal sequence through zpool on zbud and on zsmalloc side by side
 // (differential): each call goes to both pools; each must answer as the contract says for its
 // backend (the same where the contract is the same: size 0, oversize, success; zbud's smaller

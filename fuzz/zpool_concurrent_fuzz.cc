@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool_concurrent_fuzz: 2 to 4 threads, each with its own decoded operation stream, on one pool,
 // bound to virtual CPUs chosen by the input (two threads may share one CPU), with a background
 // thread that compacts (zsmalloc) or reclaims with a refusing evict callback (zbud).

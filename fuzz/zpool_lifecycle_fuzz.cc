@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool_lifecycle_fuzz: the driver registry and pool lifecycle of zpool (the 2014 review's
 // questions) against a model of the refcount rules.
 //

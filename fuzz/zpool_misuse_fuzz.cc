@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool_misuse_fuzz: legal operations interleaved with the hardening catalogue's misuses
 // (docs/hardening.md), on zbud, zsmalloc, zpool over zbud or zpool over zsmalloc (chosen by the
 // first choice of the input), under the record warning policy.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zsmalloc_api_fuzz: legal zsmalloc API sequences (create/destroy, malloc biased to class
 // boundaries, spanning sizes, huge classes and the maxima, free, map in RW/RO/WO with
 // write/verify, compaction with exact page accounting, CPU changes, fault injection) against the

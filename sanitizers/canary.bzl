@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """sanitizer_canary: a test that passes only if its sanitizer catches a deliberate bug."""
 
 # Which --define=sanitizer=... values (as //sanitizers config_settings) run each canary.

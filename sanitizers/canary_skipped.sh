@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Stand-in for a sanitizer canary under a configuration that does not build with that sanitizer.
 # It runs nothing and passes, and says so: a skipped canary proves nothing.
 # Usage: canary_skipped.sh SANITIZER...

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # expect_report.sh BINARY PATTERN...
 #
 # Runs BINARY (a sanitizer canary) and passes only if

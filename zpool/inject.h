@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Injected bugs, for proving the fuzz targets find real bugs (issue 8's acceptance).
 //
 // A test-only build flag, --define=zfuzz_bug=<name>, compiles exactly one of these bugs into the

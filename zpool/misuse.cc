@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Names and counters of the hardening catalogue.
 #include "zpool/misuse.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The hardening catalogue: every misuse of the allocator APIs that the kernel forbids but does not
 // check, with a name, a counter, and one way to report it.
 //

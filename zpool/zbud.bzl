@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Targets of zbud: the library //zpool:zbud and its tests (each also as _ps16: 64 KiB pages)."""
 
 load("//tools/bazel:zfuzz.bzl", "zfuzz_cc_library", "zfuzz_cc_test")

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zbud: the 3.17 buddy allocator for compressed pages, on the //zpool/kernel layer.
 //
 // CONCEPT

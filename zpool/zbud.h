@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zbud: the 3.17 buddy allocator for compressed pages. At most two objects ("buddies") per page,
 // with an LRU of pages and reclaim through a user eviction callback.
 // Contract: the //zpool:zbud section of spec/API.md. Design: the comment at the top of zbud.cc.

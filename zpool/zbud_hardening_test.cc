@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zbud's part of the hardening catalogue (issue 7, docs/hardening.md).
 //
 // For each misuse that can happen in zbud's own API, under the "record" policy: the call WARNs

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zbud entry points for zpool's driver only (zpool_drivers.cc), not for users.
 //
 // Each is its zbud_* counterpart without the pool check and the "in flight" count of the entry

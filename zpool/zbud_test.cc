@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of zbud's contract (issue 4): sizes and errors, placement (FIRST then LAST, sharing
 // exactly when the chunks fit, first fit, reuse), page counts, the LRU and reclaim, contents
 // across every operation, and fault injection. Misuse is in zbud_hardening_test.cc, threads in

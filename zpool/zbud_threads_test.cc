@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zbud with real threads on different virtual CPUs: allocating, mapping (nested), writing,
 // verifying, freeing and reclaiming at once. Meant for TSan (data races, lock order) and ASan
 // (the poisoning of neighbouring objects in one page must not clash), and run in every config.

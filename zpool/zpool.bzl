@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Targets of zpool: the library //zpool:zpool (with the built-in drivers) and its tests."""
 
 load("//tools/bazel:zfuzz.bzl", "zfuzz_cc_library", "zfuzz_cc_test")

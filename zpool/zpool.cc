@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool: a thin dispatcher over a table of driver operations, plus the checks that make the
 // lifecycle rules of zpool.h hold.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool: one API over every compressed-memory backend, chosen by name (the 2014 zpool API with
 // the refcounted driver registry). Contract: the //zpool:zpool section of spec/API.md.
 //

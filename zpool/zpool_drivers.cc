@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The built-in zpool drivers: adapters from struct zpool_driver's operations to zbud_* and zs_*.
 //
 // The driver structs are constinit (no dynamic initialisation, so no static-initialisation

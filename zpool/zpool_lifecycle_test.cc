@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The registry and the lifecycle rules of zpool.h, against a mock driver that checks nothing
 // itself and counts its calls: every WARN here is zpool's, and "zpool checks before it calls the
 // backend" is observable (the mock's call count does not move). This binary links zpool.cc

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool over the real backends.
 //
 // - ZpoolBackendTest: one suite, value-parameterised by backend (kBackends below: a type name and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zsmalloc: the dense allocator for compressed pages, after Linux ~6.10 (mm/zsmalloc.c), in
 // userspace on //zpool/kernel.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zsmalloc: the dense allocator for compressed pages (about Linux 6.10: handle indirection,
 // chain sizes, fullness groups, per-class locks, map/unmap through a per-CPU area, compaction).
 // Contract: the //zpool:zsmalloc section of spec/API.md. Design: the comment at the top of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zsmalloc's part of the hardening catalogue (docs/hardening.md, entries 1-12 and the documented
 // errors), and the sanitizer-aware memory: under `record` each misuse WARNs exactly once with its
 // kind counted, returns what the catalogue says, leaves every other object intact and the pool

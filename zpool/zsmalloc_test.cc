@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of zsmalloc: the class table, page accounting, mapping (in place and spanning two pages),
 // compaction, concurrency and fault injection. The hardening catalogue and the sanitizer-aware
 // memory are in zsmalloc_hardening_test.cc.

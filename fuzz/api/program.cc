@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The operation language's decoder, executor and shadow model.
 #include "fuzz/api/program.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The operation language: bytes -> a sequence of typed API operations, executed against one or
 // two Subjects and checked against a shadow model.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The seed programs of the API fuzz targets, written as operation scripts.
 //
 // `generate_seeds TARGET` runs each script through the real decoder and executor (ScriptChoices)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The four Subjects: zbud, zsmalloc, zpool over zbud, zpool over zsmalloc.
 #include "fuzz/api/subject.h"
 

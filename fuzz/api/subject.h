@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Subject: one allocator under test behind one interface (zbud, zsmalloc, or zpool over either),
 // printing every call it makes as a kernel-style call line when tracing is on.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The replay engine: a plain main that feeds files and directories to LLVMFuzzerTestOneInput.
 //
 // Regression tests link it, so `bazel test` replays every corpus in every sanitizer config

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: ASan must stop this program with "ERROR: AddressSanitizer: alloc-dealloc-mismatch".
 // Usage: asan_alloc_dealloc_mismatch_canary [SIZE]
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: ASan must stop this program with "ERROR: AddressSanitizer: heap-buffer-overflow".
 // Usage: asan_heap_overflow_canary [SIZE]
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: LeakSanitizer (part of ASan) must report "ERROR: LeakSanitizer: detected memory leaks"
 // at exit and make the process exit non-zero.
 // Usage: asan_leak_canary [SIZE] [COUNT]

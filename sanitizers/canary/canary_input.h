@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Inputs of the sanitizer canaries. Every size, index and operand of a deliberate bug comes from
 // argv or from a volatile default, so the optimizer (-O1 in the sanitizer configs) cannot prove
 // the bug and fold or delete it.

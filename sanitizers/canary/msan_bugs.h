@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Deliberate bugs for the MSan canaries. They live in a cc_library of their own, apart from the
 // canary binaries that call them: a configuration that instruments a binary's own sources but not
 // its dependencies does not catch them, and the canary turns red.

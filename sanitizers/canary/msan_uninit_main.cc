@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: MSan must stop this program with "WARNING: MemorySanitizer: use-of-uninitialized-value".
 // Usage: msan_uninit_canary [SIZE]
 #include <cstdio>

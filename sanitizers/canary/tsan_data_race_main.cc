@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: TSan must stop this program with "WARNING: ThreadSanitizer: data race".
 // Usage: tsan_data_race_canary [ITERATIONS]
 #include <cstdio>

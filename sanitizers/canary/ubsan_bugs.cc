@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 #include <cstring>
 
 #include "sanitizers/canary/ubsan_bugs.h"

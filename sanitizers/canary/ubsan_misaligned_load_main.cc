@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: UBSan must stop this program with "runtime error: load of misaligned address".
 // Usage: ubsan_misaligned_load_canary [OFFSET]   (default 1)
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Canary: UBSan must stop this program with "runtime error: signed integer overflow".
 // Usage: ubsan_signed_overflow_canary [A] [B]   (default INT_MAX + 1)
 #include <climits>

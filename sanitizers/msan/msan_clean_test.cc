@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Ordinary C++ that must run MemorySanitizer-clean: std::string, std::map, std::unordered_map,
 // std::thread, std::mutex, iostreams and exceptions. Under --config=msan this only passes if the
 // whole C++ runtime (libc++, libc++abi) and gtest are instrumented: with Debian's libstdc++ this

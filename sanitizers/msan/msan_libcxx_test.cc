@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Under --config=msan: checks that the libc++ and libc++abi this process actually loaded are the
 // MSan-instrumented ones built by `tools/zfuzz setup` (in $ZFUZZ_MSAN_LIBCXX, which user.bazelrc
 // sets), that they really are instrumented, and that no libstdc++ is loaded. A link or a loader

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """zfuzz_target: one fuzz harness, every engine, its corpus replayed as a test.
 
 In the manner of rules_fuzzing. For `zfuzz_target(name = "x_fuzz", srcs = [...], deps = [...])`:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
 """seed_zip OUT.zip FILE...: a flat zip of corpus files (OSS-Fuzz's <target>_seed_corpus.zip).
 
 Entries are stored under their base names (the corpus names files by content SHA-1, so names

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Shared C++ rules for zfuzz: one set of warnings, and the page-size / chain-size variants.
 
 Every library and test is built in three variants so that `bazel test --config=<sanitizer> //...`

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
 # OSS-Fuzz / ClusterFuzzLite build of zfuzz's fuzz targets, without Bazel (the base-builder image
 # has none): every source is compiled directly with $CXX.
 #

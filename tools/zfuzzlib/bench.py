@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz bench`: density and speed of our allocators against the malloc family, the cost of
 the hardening checks and of the lock-order checker, and fuzzing throughput (issue 10).
 

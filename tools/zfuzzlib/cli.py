@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Command-line entry point: argparse subcommands, one-line errors, exit codes."""
 import argparse
 import sys

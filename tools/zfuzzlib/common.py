@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Shared helpers: the repository root, running commands without a shell, one-line errors."""
 import os
 import shutil

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz corpus merge|minimize|stats`: care of the checked-in corpora.
 
   merge    adds to corpus/<t>/ the inputs of other directories that add coverage (libFuzzer's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz coverage`: what the checked-in corpus covers of zpool/, by clang source-based
 coverage.
 

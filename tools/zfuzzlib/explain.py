@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz explain FILE --target T`: the operations an input decodes to, as call lines.
 
 The target's own replay binary runs the input with ZFUZZ_EXPLAIN=1: the decoder that prints is the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Findings: what a crash report says (its kind and crash state), and how a reproducer is kept.
 
 The crash state is the ClusterFuzz idea: the kind of failure plus the top three frames of the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz fuzz`: a fuzzing campaign over the targets, with libFuzzer or AFL++.
 
   tools/zfuzz fuzz [TARGET...] [--engine libfuzzer|afl] [--sanitizer asan|ubsan|msan|tsan]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz oss-fuzz`: build the OSS-Fuzz / ClusterFuzzLite package locally and check it.
 
 Runs tools/oss_fuzz/build.sh (what .clusterfuzzlite/build.sh runs in OSS-Fuzz's base-builder)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz repro FILE`: reproduce a finding, read it as a program, minimise it, keep it.
 
 The finding's target, sanitizer and injected bug come from its metadata (the .json beside a

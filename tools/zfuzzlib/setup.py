@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz setup`: install every Debian package, build the MSan libc++, write user.bazelrc.
 
 Idempotent: each step checks first and does nothing when its result is already there. Each step

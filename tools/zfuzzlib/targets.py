@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The fuzz targets, and building their binaries for one engine and sanitizer.
 
 Targets are read from fuzz/BUILD (every `zfuzz_target(name = ...)`), with their `max_len` option.

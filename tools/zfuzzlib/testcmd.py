@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`tools/zfuzz test`: the whole test suite, every sanitizer config, plus engine smoke runs.
 
 For each config: `bazel test --config=<config> //...` (unit tests and the replay of every fuzz

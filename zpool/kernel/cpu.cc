@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Virtual CPUs, preemption count, might_sleep and the per-CPU local lock.
 #include <sched.h>
 #include <stdio.h>

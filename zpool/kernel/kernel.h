@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // zpool/kernel/kernel.h: the userspace stand-in for the kernel facilities the allocators use.
 //
 // This header is the public contract of //zpool/kernel (../spec/API.md): kernel names, kernel

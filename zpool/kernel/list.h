@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Intrusive doubly linked lists, the kernel's list_head made type-safe.
 //
 // An element joins a list through a ListNode<Tag> base class; the Tag names the list, so one

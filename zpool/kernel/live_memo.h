@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // kmem_cache_owns() for the object a thread asks about over and over: its pool.
 //
 // Every zpool, zsmalloc and zbud call proves its pool live with kmem_cache_owns() before it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // kc::LiveMemo answers as kmem_cache_owns() would, including after a free on another thread and
 // for an object reallocated at the address of a freed one.
 #include "zpool/kernel/live_memo.h"

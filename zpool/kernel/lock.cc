@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // spinlock_t, rwlock_t and struct mutex.
 #include "zpool/kernel/lock.h"
 

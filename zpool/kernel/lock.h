@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Locks: spinlock_t, rwlock_t and the sleeping mutex, with lock classes and an order checker.
 //
 // - Every lock belongs to a LockClass (lockdep's "class": all zs_pool class locks are one class).

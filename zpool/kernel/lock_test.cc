@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of spinlock_t, rwlock_t, struct mutex, atomic context and the lock-order checker.
 #include <gtest/gtest.h>
 

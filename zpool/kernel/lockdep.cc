@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The lock-order checker (in the spirit of the kernel's lockdep).
 //
 // State: a per-thread stack of held locks, and a process-wide graph over lock classes where an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Module reference counting.
 #include "zpool/kernel/module.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // struct module: a reference count and a life-cycle state, as much of the kernel's module as
 // the zpool registry needs (the 2014 design: a pool pins its driver's module).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of module reference counting.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Pages and their descriptors; the slab caches for metadata.
 //
 // Page allocator: pages are carved from 16 MiB regions mmap'd on demand and aligned to their

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The page allocator: alloc_page, __free_page, virt_to_page, page_address.
 //
 // Region layout: internal::PageRegion (region.h). virt_to_page() and page_ext_of() (page_ext.h)

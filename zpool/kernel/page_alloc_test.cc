@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of the page allocator, the slab caches and fault injection.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // page_ext_of(): the page extension (struct page_ext, page.h) of the page holding an address.
 // Inline, because the allocators' lock-free map and unmap start every handle check here: it is
 // two loads of the region table (hot) and some arithmetic, and a call would double its cost.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Virtual CPUs: per-CPU data and the local_lock that guards it.
 //
 // Each thread runs on a virtual CPU: assigned round-robin on its first use, or bound with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // PercpuRef's process-wide half: thread slots and the destroyer's barrier (percpu_ref.h).
 #include "zpool/kernel/percpu_ref.h"
 

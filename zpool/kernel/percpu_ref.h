@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // PercpuRef: "calls in flight" on an object (the percpu_ref pattern), so that the object's
 // destroyer can learn whether anything is still running inside it, at the price of two plain
 // stores per call.

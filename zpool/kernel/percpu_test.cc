@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of virtual CPUs, per-CPU data, the local lock and PercpuRef.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Regions, the region table and fault injection.
 #include "zpool/kernel/region.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Internal to //zpool/kernel: the 16 MiB regions behind pages and slabs, the O(1) address ->
 // region table, and the shared allocation fault injection. Exported only for page_ext.h's inline
 // page_ext_of(); code outside the kernel layer includes page_ext.h, never this file.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Thin wrappers over the sanitizer interfaces, no-ops in builds without that sanitizer.
 //
 // ASan: poison marks bytes that must not be touched; unpoison allows them again.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Scheduling points and the wait loop.
 #include "zpool/kernel/sched.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Scheduling points: where a test may decide which thread runs next.
 //
 // The kernel layer calls sched_point() at every lock acquire and release, at every preemption

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of the scheduling hook and the DeterministicScheduler.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // DeterministicScheduler: one thread at a time, switching where the decision bytes say.
 #include "zpool/kernel/scheduler.h"
 

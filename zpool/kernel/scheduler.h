@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // DeterministicScheduler: runs N thread bodies one at a time, switching between them at the
 // kernel layer's scheduling points as a byte string decides. One byte string gives one
 // interleaving, every time: the concurrency fuzzer's scheduled mode and the lock tests use it.

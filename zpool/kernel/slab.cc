@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Metadata allocation: kmem_cache (fixed-size objects in 64 KiB slabs) and kmalloc.
 //
 // Slab region layout (kRegionSize bytes, aligned to it):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Copy and compare of at most kSmallBytesMax bytes at any alignment: the allocators' redzones
 // (zbud's and zsmalloc's), written at allocation and checked at every last unmap.
 //

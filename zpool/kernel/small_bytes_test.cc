@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // kc::SmallCopy and kc::SmallEqual at every length up to kSmallBytesMax and every alignment:
 // exactly the n bytes are copied (nothing before or after), and a difference in any one of the
 // n bytes, and only there, makes the ranges unequal.

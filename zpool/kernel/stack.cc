@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Stack capture and symbolization for reports.
 #include "zpool/kernel/stack.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Stack traces for reports (WARN, BUG, lock-order inversions).
 #ifndef ZPOOL_KERNEL_STACK_H_
 #define ZPOOL_KERNEL_STACK_H_

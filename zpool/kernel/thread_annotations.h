@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Clang thread-safety annotations (checked with -Wthread-safety across the tree).
 //
 // Attributes can only be spelled through macros; these are the only macros of the lock layer.

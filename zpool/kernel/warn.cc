@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The WARN_ON family, BUG, printk-style logging and the warning policy.
 #include <stdarg.h>
 #include <stdio.h>

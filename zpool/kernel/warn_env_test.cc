@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // The warning policy and hardening level come from the environment (ZPOOL_WARN,
 // ZPOOL_HARDENING) when the program does not set them; bad values fall back with a message.
 // Each test target runs this file with different environment values (see BUILD).

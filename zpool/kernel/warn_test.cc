@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Tests of the WARN_ON family, BUG_ON, the warning policies and printk levels.
 #include <gtest/gtest.h>
 

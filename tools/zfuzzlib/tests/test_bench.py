@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Unit tests of `bench`'s pure parts: argument checking, the out directory, merging runs into
 medians and ratios, the hardening and target summaries, the kernel's zsmalloc formulas, the
 engines' output parsers, and the table."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Unit tests of `coverage`'s pure parts: arguments, fuzz target discovery, the out directory,
 llvm-cov's JSON summary into the table (a recorded sample), the --min-lines threshold, the
 uncovered ranges from `llvm-cov show` text and their functions, the ignore regex."""

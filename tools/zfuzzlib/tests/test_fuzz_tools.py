@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Tests of fuzz, repro, explain and corpus: parsing, dedup, resolution, bad input, and one
 end-to-end run (an injected bug found by `fuzz` and reproduced by `repro`)."""
 import io

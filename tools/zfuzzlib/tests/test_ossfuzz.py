@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Tests of the OSS-Fuzz package: tools/oss_fuzz/build.sh's source lists and target table against
 the BUILD files and the files on disk, the .clusterfuzzlite files, `oss-fuzz`'s pure parts
 (OSS-Fuzz's variables, options, output parsing, the out directory), and one real build.sh run of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Unit tests of `setup` and `test` helpers: apt source derivation, argument checking, parsing
 Bazel's build events, durations."""
 import json
@@ -282,6 +283,35 @@ class FreshMachineTest(unittest.TestCase):
             self.assertIn("--fuzz-time", str(ctx.exception))
         finally:
             os.geteuid = real
+
+
+class LicenceTest(unittest.TestCase):
+    """The project is GPL-2.0-only: LICENSE at the root, an SPDX line at the top of every source
+    and build file (the shims could one day go to the kernel's tools/testing)."""
+    SOURCE_SUFFIXES = (".cc", ".h", ".c", ".py", ".sh", ".bzl", ".bazelrc")
+    SOURCE_NAMES = ("BUILD", "WORKSPACE", "Dockerfile", "run", "zfuzz")
+
+    def test_every_source_file_has_an_spdx_line(self):
+        import subprocess
+        proc = subprocess.run(["git", "ls-files"], cwd=common.REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+        if proc.returncode != 0:
+            self.skipTest("not a git checkout")
+        missing = []
+        for path in proc.stdout.split():
+            name = os.path.basename(path)
+            if not (name.endswith(self.SOURCE_SUFFIXES) or name in self.SOURCE_NAMES):
+                continue
+            full = os.path.join(common.REPO_ROOT, path)
+            if not os.path.exists(full):
+                continue  # deleted in the work tree, not yet committed
+            with open(full, errors="replace") as f:
+                head = [f.readline() for _ in range(2)]
+            if not any("SPDX-License-Identifier: GPL-2.0-only" in line for line in head):
+                missing.append(path)
+        self.assertEqual(missing, [], "files without an SPDX line in their first two lines")
+        with open(os.path.join(common.REPO_ROOT, "LICENSE")) as f:
+            self.assertIn("GNU GENERAL PUBLIC LICENSE", f.readline())
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Offline stand-in for @rules_cc//cc:defs.bzl: re-exports Bazel's native C++ rules.
 
 Project BUILD files load cc_* from here, so the same files work unchanged with the real rules_cc

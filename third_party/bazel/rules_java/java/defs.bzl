@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Offline stand-in for @rules_java//java:defs.bzl: re-exports Bazel's native Java rules."""
 
 def java_binary(**attrs):
