@@ -205,8 +205,8 @@ thread_local kc::SchedEvent t_park_at;
 thread_local bool t_park = false;
 std::atomic<int> g_park{0};  // 0 idle, 1 parked, 2 released
 
-void ParkHook(kc::SchedEvent event, const void *) {
-  if (!t_park || event != t_park_at) return;
+void ParkHook(const kc::SchedPoint &point) {
+  if (!t_park || point.event != t_park_at) return;
   t_park = false;
   g_park.store(1);
   while (g_park.load() != 2) std::this_thread::yield();

@@ -131,16 +131,16 @@ const char *kc_might_sleep_message(void) {
   return buf;
 }
 
-void cond_resched(void) {
+void cond_resched(const std::source_location &site) {
   might_sleep();
-  kc::sched_point(kc::SchedEvent::kYield);
+  kc::sched_point(kc::SchedEvent::kYield, nullptr, site);
 }
 
 // ---- LocalLock --------------------------------------------------------------------------------
 namespace kc {
 
-int LocalLock::lock() {
-  sched_point(SchedEvent::kPreemptDisable, this);
+int LocalLock::lock(const Site &site) {
+  sched_point(SchedEvent::kPreemptDisable, this, site);
   internal::PreemptCountInc();
   lockdep::Acquire(*cls_, this, lockdep::Mode::kExclusive);
   int cpu = kc_current_cpu();
@@ -155,14 +155,14 @@ int LocalLock::lock() {
          cls_->name(), cpu, static_cast<int>(holder), static_cast<int>(me));
     unsigned spins = 0;
     do {
-      WaitSpin(spins, this);
+      WaitSpin(spins, this, site);
       holder = 0;
     } while (!slot.owner.compare_exchange_weak(holder, me, std::memory_order_acquire));
   }
   return cpu;
 }
 
-void LocalLock::unlock() {
+void LocalLock::unlock(const Site &site) {
   int cpu = held_cpu();
   if (WARN(cpu < 0, "local_unlock of %s: this thread (tid %d) holds it on no cpu",
            cls_->name(), static_cast<int>(CurrentTid())))
@@ -170,7 +170,7 @@ void LocalLock::unlock() {
   slots_[cpu].owner.store(0, std::memory_order_release);
   lockdep::Release(this);
   internal::PreemptCountDec();
-  sched_point(SchedEvent::kPreemptEnable, this);
+  sched_point(SchedEvent::kPreemptEnable, this, site);
 }
 
 int LocalLock::held_cpu() const {

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <source_location>
+
 // ---- Basic types ----------------------------------------------------------------------------
 typedef uint8_t u8;
 typedef uint16_t u16;
@@ -173,7 +175,8 @@ void might_sleep(void);          // WARNs when called in atomic context
 void preempt_disable(void);
 void preempt_enable(void);
 int preempt_count(void);
-void cond_resched(void);         // a scheduling point; might_sleep() first
+// A scheduling point (kc::SchedEvent::kYield at the caller's site); might_sleep() first.
+void cond_resched(const std::source_location &site = std::source_location::current());
 
 // might_sleep() is also a macro, like the kernel's, so that the report names the caller (its
 // file, line and function, and its frame on top of the stack); &might_sleep is the function.

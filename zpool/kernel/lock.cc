@@ -16,26 +16,26 @@ int Me() { return static_cast<int>(kc::CurrentTid()); }
 
 // ---- spinlock_t ------------------------------------------------------------------------------
 
-void spinlock_t::lock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+void spinlock_t::lock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   kc::internal::PreemptCountInc();
   BUG_ON(owner_.load(std::memory_order_relaxed) == Me());  // recursion: a self-deadlock
   kc::lockdep::Acquire(*cls_, this, Mode::kExclusive);
-  if (locked_.exchange(1, std::memory_order_acquire) != 0) lock_slow();
+  if (locked_.exchange(1, std::memory_order_acquire) != 0) lock_slow(site);
   owner_.store(Me(), std::memory_order_relaxed);
 }
 
-void spinlock_t::lock_slow() {
+void spinlock_t::lock_slow(const kc::Site &site) {
   waiters_.fetch_add(1, std::memory_order_relaxed);
   unsigned spins = 0;
   do {
-    while (locked_.load(std::memory_order_relaxed) != 0) kc::WaitSpin(spins, this);
+    while (locked_.load(std::memory_order_relaxed) != 0) kc::WaitSpin(spins, this, site);
   } while (locked_.exchange(1, std::memory_order_acquire) != 0);
   waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-bool spinlock_t::trylock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+bool spinlock_t::trylock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   if (locked_.load(std::memory_order_relaxed) != 0 ||
       locked_.exchange(1, std::memory_order_acquire) != 0)
     return false;
@@ -45,7 +45,7 @@ bool spinlock_t::trylock() {
   return true;
 }
 
-void spinlock_t::unlock() {
+void spinlock_t::unlock(const kc::Site &site) {
   if (WARN(owner_.load(std::memory_order_relaxed) != Me(),
            "spin_unlock of %s (%p) by tid %d, which does not hold it (holder tid %d)",
            cls_->name(), static_cast<void *>(this), Me(),
@@ -55,7 +55,7 @@ void spinlock_t::unlock() {
   locked_.store(0, std::memory_order_release);
   kc::lockdep::Release(this);
   kc::internal::PreemptCountDec();
-  kc::sched_point(SchedEvent::kLockRelease, this);
+  kc::sched_point(SchedEvent::kLockRelease, this, site);
 }
 
 bool spinlock_t::held_by_me() const { return owner_.load(std::memory_order_relaxed) == Me(); }
@@ -67,8 +67,8 @@ void lockdep_assert_held(const spinlock_t *lock) {
 
 // ---- rwlock_t --------------------------------------------------------------------------------
 
-void rwlock_t::read_lock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+void rwlock_t::read_lock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   kc::internal::PreemptCountInc();
   kc::lockdep::Acquire(*cls_, this, Mode::kShared);
   unsigned spins = 0;
@@ -83,13 +83,13 @@ void rwlock_t::read_lock() {
       waiters_.fetch_add(1, std::memory_order_relaxed);
       counted = true;
     }
-    kc::WaitSpin(spins, this);
+    kc::WaitSpin(spins, this, site);
   }
   if (counted) waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-bool rwlock_t::read_trylock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+bool rwlock_t::read_trylock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   // Fails only for a writer (holding or waiting), as the kernel's: a CAS lost to another reader
   // is retried.
   uint32_t s = state_.load(std::memory_order_relaxed);
@@ -101,7 +101,7 @@ bool rwlock_t::read_trylock() {
   return true;
 }
 
-void rwlock_t::read_unlock() {
+void rwlock_t::read_unlock(const kc::Site &site) {
   if (WARN(!kc::lockdep::Holds(this) || (state_.load(std::memory_order_relaxed) & kReaders) == 0,
            "read_unlock of %s (%p) by tid %d, which does not hold it for reading", cls_->name(),
            static_cast<void *>(this), Me()))
@@ -109,11 +109,11 @@ void rwlock_t::read_unlock() {
   state_.fetch_sub(1, std::memory_order_release);
   kc::lockdep::Release(this);
   kc::internal::PreemptCountDec();
-  kc::sched_point(SchedEvent::kLockRelease, this);
+  kc::sched_point(SchedEvent::kLockRelease, this, site);
 }
 
-void rwlock_t::write_lock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+void rwlock_t::write_lock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   kc::internal::PreemptCountInc();
   BUG_ON(writer_.load(std::memory_order_relaxed) == Me());  // recursion: a self-deadlock
   kc::lockdep::Acquire(*cls_, this, Mode::kExclusive);
@@ -123,7 +123,7 @@ void rwlock_t::write_lock() {
     waiters_.fetch_add(1, std::memory_order_relaxed);
     unsigned spins = 0;
     do {
-      kc::WaitSpin(spins, this);
+      kc::WaitSpin(spins, this, site);
       expected = 0;
     } while (!state_.compare_exchange_weak(expected, kWriter, std::memory_order_acquire));
     waiters_.fetch_sub(1, std::memory_order_relaxed);
@@ -132,8 +132,8 @@ void rwlock_t::write_lock() {
   writer_.store(Me(), std::memory_order_relaxed);
 }
 
-bool rwlock_t::write_trylock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+bool rwlock_t::write_trylock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   uint32_t expected = 0;
   if (!state_.compare_exchange_strong(expected, kWriter, std::memory_order_acquire)) return false;
   kc::internal::PreemptCountInc();
@@ -142,7 +142,7 @@ bool rwlock_t::write_trylock() {
   return true;
 }
 
-void rwlock_t::write_unlock() {
+void rwlock_t::write_unlock(const kc::Site &site) {
   if (WARN(writer_.load(std::memory_order_relaxed) != Me(),
            "write_unlock of %s (%p) by tid %d, which does not hold it (writer tid %d)",
            cls_->name(), static_cast<void *>(this), Me(),
@@ -152,16 +152,16 @@ void rwlock_t::write_unlock() {
   state_.fetch_and(~kWriter, std::memory_order_release);
   kc::lockdep::Release(this);
   kc::internal::PreemptCountDec();
-  kc::sched_point(SchedEvent::kLockRelease, this);
+  kc::sched_point(SchedEvent::kLockRelease, this, site);
 }
 
 bool rwlock_t::held_by_me() const { return kc::lockdep::Holds(this); }
 
 // ---- struct mutex --------------------------------------------------------------------------------
 
-void mutex::lock() {
+void mutex::lock(const kc::Site &site) {
   might_sleep();
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   BUG_ON(owner_.load(std::memory_order_relaxed) == Me());  // recursion: a self-deadlock
   kc::lockdep::Acquire(*cls_, this, Mode::kExclusive);
   uint32_t expected = 0;
@@ -169,7 +169,7 @@ void mutex::lock() {
     if (kc::SchedHookInstalled()) {
       unsigned spins = 0;
       do {
-        kc::WaitSpin(spins, this);
+        kc::WaitSpin(spins, this, site);
         expected = 0;
       } while (!state_.compare_exchange_weak(expected, 1, std::memory_order_acquire));
     } else {
@@ -180,8 +180,8 @@ void mutex::lock() {
   owner_.store(Me(), std::memory_order_relaxed);
 }
 
-bool mutex::trylock() {
-  kc::sched_point(SchedEvent::kLockAcquire, this);
+bool mutex::trylock(const kc::Site &site) {
+  kc::sched_point(SchedEvent::kLockAcquire, this, site);
   uint32_t expected = 0;
   if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire)) return false;
   kc::lockdep::AcquireTrylock(*cls_, this, Mode::kExclusive);
@@ -189,7 +189,7 @@ bool mutex::trylock() {
   return true;
 }
 
-void mutex::unlock() {
+void mutex::unlock(const kc::Site &site) {
   if (WARN(owner_.load(std::memory_order_relaxed) != Me(),
            "mutex_unlock of %s (%p) by tid %d, which does not hold it (holder tid %d)",
            cls_->name(), static_cast<void *>(this), Me(),
@@ -198,7 +198,7 @@ void mutex::unlock() {
   owner_.store(0, std::memory_order_relaxed);
   if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
   kc::lockdep::Release(this);
-  kc::sched_point(SchedEvent::kLockRelease, this);
+  kc::sched_point(SchedEvent::kLockRelease, this, site);
 }
 
 bool mutex::held_by_me() const { return owner_.load(std::memory_order_relaxed) == Me(); }

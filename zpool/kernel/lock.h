@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "zpool/kernel/kernel.h"
+#include "zpool/kernel/sched.h"
 #include "zpool/kernel/thread_annotations.h"
 
 namespace kc {
@@ -82,9 +83,9 @@ class KC_CAPABILITY("spinlock") spinlock_t {
   spinlock_t(const spinlock_t &) = delete;
   spinlock_t &operator=(const spinlock_t &) = delete;
 
-  void lock() KC_ACQUIRE();
-  void unlock() KC_RELEASE();
-  bool trylock() KC_TRY_ACQUIRE(true);
+  void lock(const kc::Site &site = kc::Site::current()) KC_ACQUIRE();
+  void unlock(const kc::Site &site = kc::Site::current()) KC_RELEASE();
+  bool trylock(const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE(true);
   bool is_locked() const { return locked_.load(std::memory_order_relaxed) != 0; }
   bool is_contended() const { return waiters_.load(std::memory_order_relaxed) != 0; }
   // True when the calling thread holds this lock.
@@ -92,7 +93,7 @@ class KC_CAPABILITY("spinlock") spinlock_t {
   const kc::LockClass &lock_class() const { return *cls_; }
 
  private:
-  void lock_slow();
+  void lock_slow(const kc::Site &site);
 
   const kc::LockClass *cls_;
   std::atomic<uint32_t> locked_{0};
@@ -100,9 +101,15 @@ class KC_CAPABILITY("spinlock") spinlock_t {
   std::atomic<int> owner_{0};  // tid of the holder (for held_by_me and bad-unlock checks)
 };
 
-inline void spin_lock(spinlock_t *lock) KC_ACQUIRE(*lock) { lock->lock(); }
-inline void spin_unlock(spinlock_t *lock) KC_RELEASE(*lock) { lock->unlock(); }
-inline bool spin_trylock(spinlock_t *lock) KC_TRY_ACQUIRE(true, *lock) { return lock->trylock(); }
+inline void spin_lock(spinlock_t *lock, const kc::Site &site = kc::Site::current()) KC_ACQUIRE(*lock) {
+  lock->lock(site);
+}
+inline void spin_unlock(spinlock_t *lock, const kc::Site &site = kc::Site::current()) KC_RELEASE(*lock) {
+  lock->unlock(site);
+}
+inline bool spin_trylock(spinlock_t *lock, const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE(true, *lock) {
+  return lock->trylock(site);
+}
 inline bool spin_is_contended(const spinlock_t *lock) { return lock->is_contended(); }
 // Asserts (for the analysis and, with a WARN, at run time) that this thread holds the lock.
 void lockdep_assert_held(const spinlock_t *lock) KC_ASSERT_CAPABILITY(*lock);
@@ -116,12 +123,12 @@ class KC_CAPABILITY("rwlock") rwlock_t {
   rwlock_t(const rwlock_t &) = delete;
   rwlock_t &operator=(const rwlock_t &) = delete;
 
-  void read_lock() KC_ACQUIRE_SHARED();
-  void read_unlock() KC_RELEASE_SHARED();
-  bool read_trylock() KC_TRY_ACQUIRE_SHARED(true);
-  void write_lock() KC_ACQUIRE();
-  void write_unlock() KC_RELEASE();
-  bool write_trylock() KC_TRY_ACQUIRE(true);
+  void read_lock(const kc::Site &site = kc::Site::current()) KC_ACQUIRE_SHARED();
+  void read_unlock(const kc::Site &site = kc::Site::current()) KC_RELEASE_SHARED();
+  bool read_trylock(const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE_SHARED(true);
+  void write_lock(const kc::Site &site = kc::Site::current()) KC_ACQUIRE();
+  void write_unlock(const kc::Site &site = kc::Site::current()) KC_RELEASE();
+  bool write_trylock(const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE(true);
   // Someone waits for the lock (the kernel's rwlock_is_contended).
   bool is_contended() const { return waiters_.load(std::memory_order_relaxed) != 0; }
   bool is_write_locked() const {
@@ -142,15 +149,23 @@ class KC_CAPABILITY("rwlock") rwlock_t {
   std::atomic<int> writer_{0};  // tid of the writer
 };
 
-inline void read_lock(rwlock_t *lock) KC_ACQUIRE_SHARED(*lock) { lock->read_lock(); }
-inline void read_unlock(rwlock_t *lock) KC_RELEASE_SHARED(*lock) { lock->read_unlock(); }
-inline void write_lock(rwlock_t *lock) KC_ACQUIRE(*lock) { lock->write_lock(); }
-inline void write_unlock(rwlock_t *lock) KC_RELEASE(*lock) { lock->write_unlock(); }
-inline bool read_trylock(rwlock_t *lock) KC_TRY_ACQUIRE_SHARED(true, *lock) {
-  return lock->read_trylock();
+inline void read_lock(rwlock_t *lock, const kc::Site &site = kc::Site::current()) KC_ACQUIRE_SHARED(*lock) {
+  lock->read_lock(site);
 }
-inline bool write_trylock(rwlock_t *lock) KC_TRY_ACQUIRE(true, *lock) {
-  return lock->write_trylock();
+inline void read_unlock(rwlock_t *lock, const kc::Site &site = kc::Site::current()) KC_RELEASE_SHARED(*lock) {
+  lock->read_unlock(site);
+}
+inline void write_lock(rwlock_t *lock, const kc::Site &site = kc::Site::current()) KC_ACQUIRE(*lock) {
+  lock->write_lock(site);
+}
+inline void write_unlock(rwlock_t *lock, const kc::Site &site = kc::Site::current()) KC_RELEASE(*lock) {
+  lock->write_unlock(site);
+}
+inline bool read_trylock(rwlock_t *lock, const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE_SHARED(true, *lock) {
+  return lock->read_trylock(site);
+}
+inline bool write_trylock(rwlock_t *lock, const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE(true, *lock) {
+  return lock->write_trylock(site);
 }
 inline bool rwlock_is_contended(const rwlock_t *lock) { return lock->is_contended(); }
 
@@ -164,9 +179,9 @@ struct KC_CAPABILITY("mutex") mutex {
   mutex(const mutex &) = delete;
   mutex &operator=(const mutex &) = delete;
 
-  void lock() KC_ACQUIRE();
-  void unlock() KC_RELEASE();
-  bool trylock() KC_TRY_ACQUIRE(true);
+  void lock(const kc::Site &site = kc::Site::current()) KC_ACQUIRE();
+  void unlock(const kc::Site &site = kc::Site::current()) KC_RELEASE();
+  bool trylock(const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE(true);
   bool is_locked() const { return state_.load(std::memory_order_relaxed) != 0; }
   bool held_by_me() const;
 
@@ -176,10 +191,14 @@ struct KC_CAPABILITY("mutex") mutex {
   std::atomic<int> owner_{0};
 };
 
-inline void mutex_lock(struct mutex *lock) KC_ACQUIRE(*lock) { lock->lock(); }
-inline void mutex_unlock(struct mutex *lock) KC_RELEASE(*lock) { lock->unlock(); }
-inline bool mutex_trylock(struct mutex *lock) KC_TRY_ACQUIRE(true, *lock) {
-  return lock->trylock();
+inline void mutex_lock(struct mutex *lock, const kc::Site &site = kc::Site::current()) KC_ACQUIRE(*lock) {
+  lock->lock(site);
+}
+inline void mutex_unlock(struct mutex *lock, const kc::Site &site = kc::Site::current()) KC_RELEASE(*lock) {
+  lock->unlock(site);
+}
+inline bool mutex_trylock(struct mutex *lock, const kc::Site &site = kc::Site::current()) KC_TRY_ACQUIRE(true, *lock) {
+  return lock->trylock(site);
 }
 inline bool mutex_is_locked(const struct mutex *lock) { return lock->is_locked(); }
 
@@ -188,48 +207,63 @@ namespace kc {
 
 class KC_SCOPED_CAPABILITY SpinLockGuard {
  public:
-  explicit SpinLockGuard(spinlock_t &lock) KC_ACQUIRE(lock) : lock_(lock) { lock_.lock(); }
-  ~SpinLockGuard() KC_RELEASE() { lock_.unlock(); }
+  explicit SpinLockGuard(spinlock_t &lock, const Site &site = Site::current()) KC_ACQUIRE(lock)
+      : lock_(lock), site_(site) {
+    lock_.lock(site_);
+  }
+  ~SpinLockGuard() KC_RELEASE() { lock_.unlock(site_); }
   SpinLockGuard(const SpinLockGuard &) = delete;
   SpinLockGuard &operator=(const SpinLockGuard &) = delete;
 
  private:
   spinlock_t &lock_;
+  Site site_;
 };
 
 class KC_SCOPED_CAPABILITY ReadLockGuard {
  public:
-  explicit ReadLockGuard(rwlock_t &lock) KC_ACQUIRE_SHARED(lock) : lock_(lock) {
-    lock_.read_lock();
+  explicit ReadLockGuard(rwlock_t &lock, const Site &site = Site::current())
+      KC_ACQUIRE_SHARED(lock)
+      : lock_(lock), site_(site) {
+    lock_.read_lock(site_);
   }
-  ~ReadLockGuard() KC_RELEASE() { lock_.read_unlock(); }
+  ~ReadLockGuard() KC_RELEASE() { lock_.read_unlock(site_); }
   ReadLockGuard(const ReadLockGuard &) = delete;
   ReadLockGuard &operator=(const ReadLockGuard &) = delete;
 
  private:
   rwlock_t &lock_;
+  Site site_;
 };
 
 class KC_SCOPED_CAPABILITY WriteLockGuard {
  public:
-  explicit WriteLockGuard(rwlock_t &lock) KC_ACQUIRE(lock) : lock_(lock) { lock_.write_lock(); }
-  ~WriteLockGuard() KC_RELEASE() { lock_.write_unlock(); }
+  explicit WriteLockGuard(rwlock_t &lock, const Site &site = Site::current()) KC_ACQUIRE(lock)
+      : lock_(lock), site_(site) {
+    lock_.write_lock(site_);
+  }
+  ~WriteLockGuard() KC_RELEASE() { lock_.write_unlock(site_); }
   WriteLockGuard(const WriteLockGuard &) = delete;
   WriteLockGuard &operator=(const WriteLockGuard &) = delete;
 
  private:
   rwlock_t &lock_;
+  Site site_;
 };
 
 class KC_SCOPED_CAPABILITY MutexGuard {
  public:
-  explicit MutexGuard(struct mutex &lock) KC_ACQUIRE(lock) : lock_(lock) { lock_.lock(); }
-  ~MutexGuard() KC_RELEASE() { lock_.unlock(); }
+  explicit MutexGuard(struct mutex &lock, const Site &site = Site::current()) KC_ACQUIRE(lock)
+      : lock_(lock), site_(site) {
+    lock_.lock(site_);
+  }
+  ~MutexGuard() KC_RELEASE() { lock_.unlock(site_); }
   MutexGuard(const MutexGuard &) = delete;
   MutexGuard &operator=(const MutexGuard &) = delete;
 
  private:
   struct mutex &lock_;
+  Site site_;
 };
 
 }  // namespace kc

@@ -197,7 +197,10 @@ bool PageIsAllocated(const struct page *page) {
 using kc::allocator;
 
 struct page *alloc_page(gfp_t gfp) {
-  kc::sched_point(kc::SchedEvent::kAlloc);
+  // Named by the page allocator: allocations of different kinds do not order one another (only
+  // fault injection's count would, and an exploration does not inject).
+  static const char page_allocator_token = 0;
+  kc::sched_point(kc::SchedEvent::kAlloc, &page_allocator_token);
   might_sleep_if(gfpflags_allow_blocking(gfp));
   if (kc::internal::ShouldFailAlloc()) {
     kc::g_failed.fetch_add(1, std::memory_order_relaxed);

@@ -71,9 +71,9 @@ class KC_CAPABILITY("local_lock") LocalLock {
   // Takes this CPU's lock; returns the CPU. If another thread holds this CPU's lock (two
   // threads bound to one virtual CPU), WARNs and waits for it. Taking it twice from one thread
   // is a self-deadlock: BUG.
-  int lock() KC_ACQUIRE();
+  int lock(const Site &site = Site::current()) KC_ACQUIRE();
   // Releases the lock this thread holds. WARNs (and does nothing) if it holds none.
-  void unlock() KC_RELEASE();
+  void unlock(const Site &site = Site::current()) KC_RELEASE();
   // The CPU whose lock the calling thread holds, or -1.
   int held_cpu() const;
   int size() const { return slots_.size(); }
@@ -86,8 +86,12 @@ class KC_CAPABILITY("local_lock") LocalLock {
   PerCpu<Slot> slots_;
 };
 
-inline int local_lock(LocalLock *lock) KC_ACQUIRE(*lock) { return lock->lock(); }
-inline void local_unlock(LocalLock *lock) KC_RELEASE(*lock) { lock->unlock(); }
+inline int local_lock(LocalLock *lock, const Site &site = Site::current()) KC_ACQUIRE(*lock) {
+  return lock->lock(site);
+}
+inline void local_unlock(LocalLock *lock, const Site &site = Site::current()) KC_RELEASE(*lock) {
+  lock->unlock(site);
+}
 
 // RAII preempt_disable()/preempt_enable().
 class PreemptGuard {

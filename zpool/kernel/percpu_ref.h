@@ -30,6 +30,8 @@
 #include <atomic>
 #include <memory>
 
+#include "zpool/kernel/sched.h"
+
 namespace kc {
 
 namespace internal {
@@ -63,6 +65,7 @@ class PercpuRef {
 
   // Registers a call in flight. False (nothing registered) once destruction began.
   bool enter() {
+    sched_atomic(this);  // the destroyer's flag is what another thread can change here
     const int slot = internal::RefSlot();
     Add(slot, 1);
     if (slot == internal::kSharedRefSlot ||
@@ -78,17 +81,24 @@ class PercpuRef {
   }
 
   // Ends a call registered by enter() (on any thread: the sum is what matters).
-  void exit() { Add(internal::RefSlot(), -1); }
+  void exit() {
+    Add(internal::RefSlot(), -1);
+    sched_atomic(this);  // a destroyer may now see the object idle
+  }
 
   // Marks the object as being destroyed; returns the calls still in flight (0: safe to destroy).
   // The caller itself must not be inside enter()/exit().
   long begin_destroy() {
+    sched_atomic(this);
     dying_.store(true, std::memory_order_seq_cst);
     internal::RefHeavyBarrier();
     return in_flight();
   }
   // Undoes begin_destroy(): the object is usable again.
-  void abort_destroy() { dying_.store(false, std::memory_order_seq_cst); }
+  void abort_destroy() {
+    dying_.store(false, std::memory_order_seq_cst);
+    sched_atomic(this);
+  }
   bool dying() const { return dying_.load(std::memory_order_acquire); }
 
   long in_flight() const {

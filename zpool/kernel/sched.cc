@@ -3,6 +3,8 @@
 #include "zpool/kernel/sched.h"
 
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 namespace kc {
@@ -27,6 +29,10 @@ const char *SchedEventName(SchedEvent event) {
       return "wait";
     case SchedEvent::kYield:
       return "yield";
+    case SchedEvent::kAtomic:
+      return "atomic";
+    case SchedEvent::kGap:
+      return "gap";
   }
   return "?";
 }
@@ -35,9 +41,9 @@ SchedHook SetSchedHook(SchedHook hook) {
   return internal::g_sched_hook.exchange(hook, std::memory_order_acq_rel);
 }
 
-void WaitSpin(unsigned &spins, const void *obj) {
+void WaitSpin(unsigned &spins, const void *obj, const Site &site) {
   if (SchedHook hook = internal::g_sched_hook.load(std::memory_order_acquire)) {
-    hook(SchedEvent::kWait, obj);
+    hook(SchedPoint{SchedEvent::kWait, obj, site});
     return;
   }
   ++spins;
@@ -50,6 +56,29 @@ void WaitSpin(unsigned &spins, const void *obj) {
     struct timespec ts = {0, 50 * 1000};
     nanosleep(&ts, nullptr);
   }
+}
+
+const char *SiteBaseName(const Site &site) {
+  static thread_local char buf[160];
+  const char *file = site.file_name();
+  const char *slash = strrchr(file, '/');
+  snprintf(buf, sizeof(buf), "%s:%u", slash ? slash + 1 : file,
+           static_cast<unsigned>(site.line()));
+  return buf;
+}
+
+namespace {
+std::atomic<FatalHook> g_fatal_hook{nullptr};
+}
+
+FatalHook SetFatalHook(FatalHook hook) {
+  return g_fatal_hook.exchange(hook, std::memory_order_acq_rel);
+}
+
+void RunFatalHook() {
+  // Once: the hook may itself fail, and a second report must not recurse.
+  FatalHook hook = g_fatal_hook.exchange(nullptr, std::memory_order_acq_rel);
+  if (hook != nullptr) hook();
 }
 
 }  // namespace kc

@@ -18,7 +18,7 @@ namespace {
 constinit kc::LockClass counter_class("sched_test.counter");
 
 std::atomic<int> g_points{0};
-void CountingHook(kc::SchedEvent, const void *) { g_points++; }
+void CountingHook(const kc::SchedPoint &) { g_points++; }
 
 TEST(SchedHook, CalledAtLockAcquireReleaseAndAllocation) {
   spinlock_t lock(counter_class);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "zpool/kernel/kernel.h"
+#include "zpool/kernel/sched.h"
 #include "zpool/kernel/percpu.h"
 #include "zpool/kernel/stack.h"
 
@@ -189,6 +190,7 @@ bool kc_warn_report(const char *file, int line, const char *func, const char *co
   if (policy == KC_WARN_ABORT) {
     fprintf(stderr, "zpool: aborting on WARN (policy abort)\n");
     fflush(stderr);
+    kc::RunFatalHook();
     return true;
   }
   return false;
@@ -205,7 +207,10 @@ void kc_bug_report(const char *file, int line, const char *func, const char *con
   report += "\nCall Trace:\n";
   report += kc::FormatStack(stack);
   report += "---[ end trace ]---\n";
-  std::lock_guard<std::mutex> guard(g_report_mu);
-  fputs(report.c_str(), stderr);
-  fflush(stderr);
+  {
+    std::lock_guard<std::mutex> guard(g_report_mu);
+    fputs(report.c_str(), stderr);
+    fflush(stderr);
+  }
+  kc::RunFatalHook();
 }
