@@ -290,7 +290,7 @@ struct zbud_pool {
   const struct zbud_ops *ops;
 
   // Hardening.
-  kc::PercpuRef calls;                        // calls in flight
+  // Calls in flight: in the pool cache's slot (PoolRef()), which outlives the pool.
   std::atomic<bool> destroying{false};        // a zbud_destroy_pool() is running
   unsigned long objects KC_GUARDED_BY(lock) = 0;     // allocated buddies
   unsigned long reclaiming KC_GUARDED_BY(lock) = 0;  // pages under reclaim
@@ -299,9 +299,13 @@ struct zbud_pool {
 namespace {
 
 kmem_cache *PoolCache() {
-  static kmem_cache *const cache =
-      kmem_cache_create("zbud_pool", sizeof(struct zbud_pool), alignof(struct zbud_pool));
+  static kmem_cache *const cache = kc::kmem_cache_create_typesafe(
+      "zbud_pool", sizeof(struct zbud_pool), alignof(struct zbud_pool));
   return cache;
+}
+// The calls in flight on a pool. REQUIRES: pool is a slot of PoolCache() (live or freed).
+kc::PercpuRef &PoolRef(const zbud_pool *pool) {
+  return *kc::kmem_cache_slot_ref(PoolCache(), pool);
 }
 // Pools are freed through this count: a thread's memo of the pool it proved live last
 // (kc::LiveMemo) then answers PoolCall's check without the cache lookup until some pool is freed.
@@ -615,6 +619,7 @@ bool MapFast(const zbud_pool *pool, unsigned long handle) {
   // hold off a legitimate free of that buddy, even briefly.
   if (!AtBuddyStart(ext, handle, bud)) return false;
   std::atomic<u32> &state = MapState(ext, bud);
+  kc::sched_atomic(&state);  // the map count that holds off a free
   u32 s = state.load(std::memory_order_relaxed);
   do {
     if (!(s & kAllocated) || (s & kMapsMask) == kMapsMask) return false;
@@ -648,6 +653,7 @@ bool UnmapFast(const zbud_pool *pool, unsigned long handle) {
   struct page_ext *ext = BuddyExtFast(pool, handle, &bud);
   if (ext == nullptr) return false;
   std::atomic<u32> &state = MapState(ext, bud);
+  kc::sched_atomic(&state);
   u32 s = state.load(std::memory_order_acquire);
   // A mapped buddy (ours: the count pins it) at this handle's offset, or the locked path.
   if (!(s & kAllocated) || (s & kMapsMask) == 0 || !AtBuddyStart(ext, handle, bud)) return false;
@@ -673,11 +679,11 @@ class PoolCall {
   // check or register.
   explicit PoolCall(zbud_pool *pool, bool pinned = false) : pool_(pool) {
     if (!ZPOOL_CHECKS || pinned) return;
-    live_ = t_live_pool.Owns(PoolCache(), g_pools_freed, pool) && pool->calls.enter();
+    live_ = t_live_pool.Owns(PoolCache(), g_pools_freed, pool) && PoolRef(pool).enter();
     entered_ = live_;
   }
   ~PoolCall() {
-    if (entered_) pool_->calls.exit();
+    if (entered_) PoolRef(pool_).exit();
   }
   PoolCall(const PoolCall &) = delete;
   PoolCall &operator=(const PoolCall &) = delete;
@@ -706,7 +712,9 @@ struct zbud_pool *zbud_create_pool(gfp_t gfp, const struct zbud_ops *ops) {
   if (cache == nullptr) return nullptr;
   void *mem = kmem_cache_alloc(cache, gfp & ~__GFP_ZERO);
   if (mem == nullptr) return nullptr;
-  return new (mem) zbud_pool(ops);
+  auto *pool = new (mem) zbud_pool(ops);
+  PoolRef(pool).abort_destroy();  // the slot's count was left dying by the pool freed from it
+  return pool;
 }
 
 void zbud_destroy_pool(struct zbud_pool *pool) {
@@ -723,8 +731,8 @@ void zbud_destroy_pool(struct zbud_pool *pool) {
                    static_cast<void *>(pool));
       return;
     }
-    if (long busy = pool->calls.begin_destroy()) {
-      pool->calls.abort_destroy();
+    if (long busy = PoolRef(pool).begin_destroy()) {
+      PoolRef(pool).abort_destroy();
       pool->destroying.store(false, std::memory_order_release);
       ZPOOL_MISUSE(ZPOOL_MISUSE_DESTROY_BUSY,
                    "zbud_destroy_pool(%p): %ld call(s) in flight on this pool; not destroyed "
@@ -737,7 +745,7 @@ void zbud_destroy_pool(struct zbud_pool *pool) {
     unsigned long mapped = SealBuddies(pool);
     spin_unlock(&pool->lock);
     if (mapped != 0) {
-      pool->calls.abort_destroy();
+      PoolRef(pool).abort_destroy();
       pool->destroying.store(false, std::memory_order_release);
       ZPOOL_MISUSE(ZPOOL_MISUSE_DESTROY_BUSY,
                    "zbud_destroy_pool(%p): %lu mapping(s) outstanding; not destroyed "
@@ -867,6 +875,7 @@ void Free(struct zbud_pool *pool, unsigned long handle, bool pinned) {
     // Clears kAllocated only if no map is outstanding: a concurrent zbud_map() either counted
     // first (the free is refused) or finds the buddy free.
     u32 state = kAllocated;
+    kc::sched_atomic(&MapState(zhdr, bud));
     if (!MapState(zhdr, bud).compare_exchange_strong(state, 0, std::memory_order_acq_rel) &&
         ZPOOL_CHECKS) {
       ZPOOL_MISUSE(ZPOOL_MISUSE_FREE_MAPPED,
@@ -1115,7 +1124,13 @@ int zbud_reclaim_page(struct zbud_pool *pool, unsigned int retries) {
       zhdr->evicting = NO_BUDDY;
       zhdr->reclaimer = 0;
       pool->reclaiming--;
-      if (zhdr->first_chunks == 0 && zhdr->last_chunks == 0) {
+      bool both_free = zhdr->first_chunks == 0 && zhdr->last_chunks == 0;
+      if (kBugReclaimRecheck) {  // injected bug (zpool/inject.h): decided, then acted on later
+        spin_unlock(&pool->lock);
+        kc::sched_gap(&pool->lock);
+        spin_lock(&pool->lock);
+      }
+      if (both_free) {
         access.release();
         FreeZbudPage(pool, zhdr);
         page_freed = true;

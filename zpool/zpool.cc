@@ -85,6 +85,11 @@ constinit std::atomic<struct kmem_cache *> g_pool_cache{nullptr};
 constinit kc::FreeCount g_pools_freed;
 constinit thread_local kc::LiveMemo t_live_pool;
 
+// The calls in flight on a pool. REQUIRES: pool is a slot of the pool cache (live or freed).
+kc::PercpuRef &PoolRef(const struct zpool *pool) {
+  return *kc::kmem_cache_slot_ref(g_pool_cache.load(std::memory_order_relaxed), pool);
+}
+
 }  // namespace
 
 struct zpool : kc::ListNode<zpool_internal::PoolList> {
@@ -97,7 +102,8 @@ struct zpool : kc::ListNode<zpool_internal::PoolList> {
   void *pool = nullptr;    // the backend's pool
   bool evictable = false;  // driver->shrink && ops && ops->evict
 
-  kc::PercpuRef ref;                    // calls in flight and mappings held
+  // Calls in flight and mappings held: in the pool cache's slot (PoolRef()), which outlives the
+  // pool, so that a call racing the destroy finds it dying instead of touching freed memory.
   std::atomic<bool> destroying{false};  // claimed by one zpool_destroy_pool()
 
   spinlock_t evict_lock{kEvictLockClass};
@@ -109,7 +115,9 @@ struct zpool : kc::ListNode<zpool_internal::PoolList> {
 namespace {
 
 struct Registry {
-  Registry() : pool_cache(kmem_cache_create("zpool", sizeof(struct zpool), alignof(struct zpool))) {
+  Registry()
+      : pool_cache(kc::kmem_cache_create_typesafe("zpool", sizeof(struct zpool),
+                                                   alignof(struct zpool))) {
     BUG_ON(pool_cache == nullptr);
     g_pool_cache.store(pool_cache, std::memory_order_release);
     kc::SpinLockGuard guard(drivers_lock);
@@ -147,19 +155,31 @@ zpool_driver *FindDriver(Registry &r, const char *type) KC_REQUIRES(r.drivers_lo
 }
 
 // The driver for `type` with a module reference and a driver reference, or NULL (`why`).
+void TakeDriverRef(zpool_driver *driver) {
+  kc::sched_atomic(&driver->refcount);
+  driver->refcount.fetch_add(1, std::memory_order_acq_rel);
+}
+
 zpool_driver *GetDriver(const char *type, Lookup *why) {
   Registry &r = registry();
-  kc::SpinLockGuard guard(r.drivers_lock);
-  zpool_driver *driver = FindDriver(r, type);
-  if (driver == nullptr) {
-    *why = Lookup::kUnknown;
-    return nullptr;
+  zpool_driver *driver;
+  {
+    kc::SpinLockGuard guard(r.drivers_lock);
+    driver = FindDriver(r, type);
+    if (driver == nullptr) {
+      *why = Lookup::kUnknown;
+      return nullptr;
+    }
+    if (!try_module_get(driver->owner)) {
+      *why = Lookup::kGoing;
+      return nullptr;
+    }
+    if (!kBugDriverRefGap) TakeDriverRef(driver);
   }
-  if (!try_module_get(driver->owner)) {
-    *why = Lookup::kGoing;
-    return nullptr;
+  if (kBugDriverRefGap) {  // injected bug (zpool/inject.h): the reference after the lock is gone
+    kc::sched_gap(&r.drivers_lock);
+    TakeDriverRef(driver);
   }
-  driver->refcount.fetch_add(1, std::memory_order_acq_rel);
   *why = Lookup::kFound;
   return driver;
 }
@@ -168,6 +188,7 @@ void PutDriver(zpool_driver *driver) {
   // Read before the decrement: once the count is 0 the driver may be unregistered and freed.
   struct module *owner = driver->owner;
   const char *type = driver->type;
+  kc::sched_atomic(&driver->refcount);
   int before = driver->refcount.fetch_sub(1, std::memory_order_acq_rel);
   module_put(owner);
   if (before <= 0)
@@ -237,15 +258,15 @@ bool PinnedByThisThread(const struct zpool *pool) {
   if (!PinnedByThisThread(pool)) return false;
   unsigned spins = 0;
   do {
-    kc::WaitSpin(spins, pool);
-  } while (!pool->ref.enter());
+    kc::WaitSpin(spins, &PoolRef(pool));  // the destroyer's abort_destroy() names the same object
+  } while (!PoolRef(pool).enter());
   return true;
 }
 
 // Counts a call in flight on a live pool. False once the pool's destruction has begun (but see
 // EnterDyingPool()).
 inline bool EnterPool(struct zpool *pool) {
-  return __builtin_expect(pool->ref.enter(), 1) || EnterDyingPool(pool);
+  return __builtin_expect(PoolRef(pool).enter(), 1) || EnterDyingPool(pool);
 }
 
 inline bool IsLivePool(const struct zpool *pool) {
@@ -282,7 +303,7 @@ class PoolCall {
   ~PoolCall() {
     if (!entered_) return;
     if (framed_) t_calls = frame_.outer;
-    if (!kept_) pool_->ref.exit();
+    if (!kept_) PoolRef(pool_).exit();
   }
   PoolCall(const PoolCall &) = delete;
   PoolCall &operator=(const PoolCall &) = delete;
@@ -416,6 +437,7 @@ struct zpool *zpool_create_pool(const char *type, const char *name, gfp_t gfp,
     return nullptr;
   }
   auto *pool = new (mem) struct zpool(driver, ops);
+  PoolRef(pool).abort_destroy();  // the slot's count was left dying by the pool freed from it
   pool->pool = driver->create(name, gfp, ops, pool);
   if (pool->pool == nullptr) {
     pr_err("zpool: couldn't create %s pool\n", type);
@@ -467,8 +489,8 @@ void zpool_destroy_pool(struct zpool *pool) {
                    static_cast<void *>(t_mapping.pool));
       return;
     }
-    if (long busy = pool->ref.begin_destroy(); busy != 0) {
-      pool->ref.abort_destroy();
+    if (long busy = PoolRef(pool).begin_destroy(); busy != 0) {
+      PoolRef(pool).abort_destroy();
       pool->destroying.store(false, std::memory_order_release);
       const bool inside = InnermostCallOn(pool, t_calls) != nullptr;
       ZPOOL_MISUSE(ZPOOL_MISUSE_DESTROY_BUSY,
@@ -598,10 +620,10 @@ void *zpool_map_handle(struct zpool *pool, unsigned long handle, enum zpool_mapm
   if constexpr (!ZPOOL_CHECKS) return pool->driver->map(pool->pool, handle, mm);
   // The common case, without a frame: this thread maps nothing and the pool is live. The call's
   // reference passes to the mapping; zpool_unmap_handle() drops it.
-  if (__builtin_expect(t_mapping.pool == nullptr && IsLivePool(pool) && pool->ref.enter(), 1)) {
+  if (__builtin_expect(t_mapping.pool == nullptr && IsLivePool(pool) && PoolRef(pool).enter(), 1)) {
     void *mem = pool->driver->map(pool->pool, handle, mm);
     if (mem == nullptr) {
-      pool->ref.exit();
+      PoolRef(pool).exit();
       return nullptr;
     }
     t_mapping = {pool, handle, pool->driver->sleep_mapped};
@@ -619,7 +641,7 @@ void zpool_unmap_handle(struct zpool *pool, unsigned long handle) {
     // The mapping's reference keeps the pool live until here: nothing else to check.
     pool->driver->unmap(pool->pool, handle);
     t_mapping = {};
-    pool->ref.exit();
+    PoolRef(pool).exit();
     return;
   }
   UnmapChecked(pool, handle);  // not this thread's mapping: misuse, ignored
@@ -702,7 +724,7 @@ int zpool_evict(void *backend_pool, unsigned long handle) {
     ret = -EBUSY;
   }
   t_calls = frame.outer;
-  pool->ref.exit();
+  PoolRef(pool).exit();
   return ret;
 }
 
@@ -721,6 +743,6 @@ int zpool_validate_TestOnly(struct zpool *pool, char *why, size_t len) {
   }
   int ret = pool->driver->validate != nullptr ? pool->driver->validate(pool->pool, why, len) : 0;
   if (ret == 0 && why != nullptr && len > 0) why[0] = '\0';
-  if (ZPOOL_CHECKS) pool->ref.exit();
+  if (ZPOOL_CHECKS) PoolRef(pool).exit();
   return ret;
 }

@@ -316,7 +316,8 @@ struct zs_pool {
   MapAreas *map = nullptr;
 
   rwlock_t lock;  // handle -> obj; compaction
-  kc::PercpuRef ref;
+  // Calls in flight: in the pool cache's slot, not here (PoolRef()), so that a call racing the
+  // destroy finds it dying instead of touching the freed pool.
   std::atomic<long> nr_mapped{0};  // mappings held on this pool, all CPUs
   std::atomic<bool> destroy_started{false};
 
@@ -331,9 +332,12 @@ namespace {
 // ---- Globals ---------------------------------------------------------------------------------------
 
 struct kmem_cache *PoolCache() {
-  static struct kmem_cache *cache = kmem_cache_create("zs_pool", sizeof(zs_pool), alignof(zs_pool));
+  static struct kmem_cache *cache =
+      kc::kmem_cache_create_typesafe("zs_pool", sizeof(zs_pool), alignof(zs_pool));
   return cache;
 }
+// The calls in flight on a pool. REQUIRES: pool is a slot of PoolCache() (live or freed).
+kc::PercpuRef &PoolRef(const zs_pool *pool) { return *kc::kmem_cache_slot_ref(PoolCache(), pool); }
 // Pools are freed through this count: a thread's memo of the pool it proved live last
 // (kc::LiveMemo) then answers pool_enter() without the cache lookup until some pool is freed.
 constinit kc::FreeCount g_pools_freed;
@@ -619,20 +623,23 @@ size_t redzone_len(unsigned int slot, unsigned int hdr, unsigned int req) {
 
 // ---- Handle state ------------------------------------------------------------------------------------
 
-// Takes the handle's bit lock; returns the state (with the lock bit clear).
-unsigned long lock_state(zs_handle *h) {
+// Takes the handle's bit lock; returns the state (with the lock bit clear). A lock to the
+// scheduler too: its acquire and release are scheduling points at the caller's site.
+unsigned long lock_state(zs_handle *h, const kc::Site &site = kc::Site::current()) {
+  kc::sched_point(kc::SchedEvent::kLockAcquire, h, site);
   unsigned spins = 0;
   for (;;) {
     unsigned long s = h->state.load(std::memory_order_relaxed);
     if (!(s & kStateLocked) &&
         h->state.compare_exchange_weak(s, s | kStateLocked, std::memory_order_acquire))
       return s;
-    kc::WaitSpin(spins, h);
+    kc::WaitSpin(spins, h, site);
   }
 }
 
-void unlock_state(zs_handle *h, unsigned long s) {
+void unlock_state(zs_handle *h, unsigned long s, const kc::Site &site = kc::Site::current()) {
   h->state.store(s & ~kStateLocked, std::memory_order_release);
+  kc::sched_point(kc::SchedEvent::kLockRelease, h, site);
 }
 
 // ---- Size classes ----------------------------------------------------------------------------------
@@ -988,7 +995,7 @@ enum class Entry { kOk, kNotPool, kDying };
 
 Entry pool_enter(zs_pool *pool) {
   if (!t_live_pool.Owns(PoolCache(), g_pools_freed, pool)) return Entry::kNotPool;
-  if (!pool->ref.enter()) return Entry::kDying;
+  if (!PoolRef(pool).enter()) return Entry::kDying;
   return Entry::kOk;
 }
 
@@ -1003,7 +1010,7 @@ class PoolExit {
  public:
   explicit PoolExit(zs_pool *pool) : pool_(pool) {}
   ~PoolExit() {
-    if (pool_ != nullptr) pool_->ref.exit();
+    if (pool_ != nullptr) PoolRef(pool_).exit();
   }
   PoolExit(const PoolExit &) = delete;
   PoolExit &operator=(const PoolExit &) = delete;
@@ -1110,7 +1117,7 @@ unsigned long __zs_compact(zs_pool *pool, size_class *cls) {
       // map in between finds the old, freed slot.
       spin_unlock(&cls->lock);
       write_unlock(&pool->lock);
-      kc::sched_point(kc::SchedEvent::kYield);
+      kc::sched_gap(&pool->lock);
       for (auto [handle, obj] : unrecorded) record_obj(handle, obj);
       write_lock(&pool->lock);
       spin_lock(&cls->lock);
@@ -1174,6 +1181,7 @@ struct zs_pool *zs_create_pool(const char *name) {
   void *mem = kmem_cache_alloc(pool_cache, gfp);
   if (mem == nullptr) return nullptr;
   auto *pool = new (mem) zs_pool();
+  PoolRef(pool).abort_destroy();  // the slot's count was left dying by the pool freed from it
 
   size_t name_len = name ? strlen(name) : 0;
   pool->name = static_cast<char *>(kmalloc(name_len + 1, gfp));
@@ -1227,6 +1235,7 @@ void zs_destroy_pool(struct zs_pool *pool) {
     return;
   }
   bool expected = false;
+  if (ZPOOL_CHECKS) kc::sched_atomic(&pool->destroy_started);
   if (ZPOOL_CHECKS && !pool->destroy_started.compare_exchange_strong(expected, true)) {
     ZPOOL_MISUSE(ZPOOL_MISUSE_USE_AFTER_DESTROY,
                  "zs_destroy_pool(%p \"%s\"): its destruction has already begun (destroyed "
@@ -1252,10 +1261,11 @@ void zs_destroy_pool(struct zs_pool *pool) {
                  kc_current_cpu());
   }
   if (ZPOOL_CHECKS) {
-    long in_flight = pool->ref.begin_destroy();
+    long in_flight = PoolRef(pool).begin_destroy();
+    kc::sched_atomic(&pool->nr_mapped);
     long mapped = pool->nr_mapped.load(std::memory_order_seq_cst);
     if (in_flight != 0 || mapped != 0) {
-      pool->ref.abort_destroy();
+      PoolRef(pool).abort_destroy();
       pool->destroy_started.store(false);
       ZPOOL_MISUSE(ZPOOL_MISUSE_DESTROY_BUSY,
                    "zs_destroy_pool(%p \"%s\"): %ld calls in flight and %ld handles mapped; "
@@ -1389,8 +1399,14 @@ void Free(struct zs_pool *pool, unsigned long handle, bool pinned) {
   zspage *z = get_zspage(f_page);
   size_class *cls = class_of(pool, z);
 
-  spin_lock(&cls->lock);
-  read_unlock(&pool->lock);
+  if (kBugFreeLockGap) {  // injected bug (zpool/inject.h): class->lock after pool->lock is gone
+    read_unlock(&pool->lock);
+    kc::sched_gap(&pool->lock);
+    spin_lock(&cls->lock);
+  } else {
+    spin_lock(&cls->lock);
+    read_unlock(&pool->lock);
+  }
   cls->stats[ZS_OBJS_INUSE]--;
   obj_free(cls->size, obj);
   h->obj.store(0, std::memory_order_relaxed);
@@ -1468,9 +1484,13 @@ void *MapObject(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm, 
   // Compaction cannot move the zspage's objects while we hold this. No writer can hold it (its
   // only writer holds pool->lock for writing), so the trylock cannot fail; the loop only keeps
   // the thread-safety analysis simple.
+  if (kBugMapLockGap) {  // injected bug (zpool/inject.h): the zspage lock after pool->lock
+    read_unlock(&pool->lock);
+    kc::sched_gap(&pool->lock);
+  }
   unsigned spins = 0;
   while (!read_trylock(&z->lock)) kc::WaitSpin(spins, &z->lock);
-  read_unlock(&pool->lock);
+  if (!kBugMapLockGap) read_unlock(&pool->lock);
 
   size_class *cls = class_of(pool, z);
   unsigned int off = static_cast<unsigned int>((static_cast<unsigned long>(cls->size) * obj_idx) &
@@ -1484,6 +1504,7 @@ void *MapObject(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm, 
   MapArea &area = m->areas[cpu];
   pid_t me = kc::CurrentTid();
   pid_t holder = 0;
+  kc::sched_atomic(&area);
   if (!area.owner.compare_exchange_strong(holder, me, std::memory_order_acquire)) {
     if (ZPOOL_CHECKS)
       ZPOOL_MISUSE(ZPOOL_MISUSE_CONCURRENT_MAP,
@@ -1540,6 +1561,7 @@ void *MapObject(struct zs_pool *pool, unsigned long handle, enum zs_mapmode mm, 
 
   t_maps++;
   t_map_pool = pool;
+  kc::sched_atomic(&pool->nr_mapped);
   pool->nr_mapped.fetch_add(1, std::memory_order_seq_cst);
   return ret;
 }
@@ -1641,6 +1663,7 @@ void zs_unmap_object(struct zs_pool *pool, unsigned long handle) KC_NO_THREAD_SA
   area.ptr = nullptr;
   pool->map->lock.unlock();
   area.owner.store(0, std::memory_order_release);
+  kc::sched_atomic(&area);  // a second thread of this CPU waits for the area
   read_unlock(&z->lock);
   unsigned long st = lock_state(h);
   unlock_state(h, st - kStateMapOne);
@@ -1659,6 +1682,7 @@ void zs_unmap_object(struct zs_pool *pool, unsigned long handle) KC_NO_THREAD_SA
                  "ZS_MM_RO on cpu %d (write through a read-only mapping? map it RW)",
                  static_cast<void *>(pool), pool->name, handle, req, cpu);
   // Last: until now the mapping keeps zs_destroy_pool() from freeing the pool (and its name).
+  kc::sched_atomic(&pool->nr_mapped);
   pool->nr_mapped.fetch_sub(1, std::memory_order_seq_cst);
 }
 
@@ -1676,6 +1700,7 @@ unsigned long zs_compact(struct zs_pool *pool) {
     return 0;
   }
   // Compaction runs under pool->lock: a second one at the same time would only contend.
+  kc::sched_atomic(&pool->compaction_in_progress);
   if (pool->compaction_in_progress.exchange(1, std::memory_order_acq_rel)) return 0;
   unsigned long pages_freed = 0;
   for (int i = ZS_SIZE_CLASSES - 1; i >= 0; i--) {
@@ -1685,6 +1710,7 @@ unsigned long zs_compact(struct zs_pool *pool) {
   }
   pool->pages_compacted.fetch_add(pages_freed, std::memory_order_relaxed);
   pool->compaction_in_progress.store(0, std::memory_order_release);
+  kc::sched_atomic(&pool->compaction_in_progress);
   return pages_freed;
 }
 

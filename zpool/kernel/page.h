@@ -122,4 +122,22 @@ bool kmem_cache_owns(const struct kmem_cache *cache, const void *obj);
 unsigned long kmem_cache_objects_in_use(const struct kmem_cache *cache);
 size_t kmem_cache_size(const struct kmem_cache *cache);
 
+namespace kc {
+
+class PercpuRef;
+
+// A type-stable cache (the kernel's SLAB_TYPESAFE_BY_RCU, for the allocators' pool objects): its
+// slabs stay its own for as long as it exists, and each object slot has a calls-in-flight count
+// that outlives the object in it (kmem_cache_slot_ref). A call racing the destroy of its pool
+// can then learn that the pool is dying from the count, after the pool's memory is freed, instead
+// of touching that memory: the proof "the pool is live" and "count my call" are two steps, and a
+// destroy may fall between them.
+struct kmem_cache *kmem_cache_create_typesafe(const char *name, size_t size, size_t align);
+// The count of obj's slot: nullptr unless obj is the start of a slot (live or free) of the
+// type-stable cache. O(1), no dereference of obj. A freed pool leaves its count dying (until a
+// new pool in the slot revives it with abort_destroy()).
+PercpuRef *kmem_cache_slot_ref(const struct kmem_cache *cache, const void *obj);
+
+}  // namespace kc
+
 #endif  // ZPOOL_KERNEL_PAGE_H_

@@ -17,6 +17,7 @@
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/list.h"
 #include "zpool/kernel/page.h"
+#include "zpool/kernel/percpu_ref.h"
 #include "zpool/kernel/region.h"
 #include "zpool/kernel/sanitizer.h"
 #include "zpool/kernel/sched.h"
@@ -43,6 +44,7 @@ struct SlabDesc : ListNode<PartialSlabs>, ListNode<CacheSlabs> {
   unsigned inuse = 0;       // allocated objects (cache mutex)
   unsigned hint = 0;        // first bitmap word that may have a free bit
   SlabDesc *free_next = nullptr;  // on the global free-slab stack
+  PercpuRef *refs = nullptr;      // a type-stable cache's per-slot counts (set before `cache`)
   std::atomic<uint64_t> bitmap[kBitmapWords];
 };
 
@@ -145,6 +147,7 @@ struct kmem_cache {
   kc::IntrusiveList<kc::SlabDesc, kc::CacheSlabs> all;        // every slab of the cache
   unsigned long empty_slabs = 0;  // slabs on `partial` with no object in use
   std::atomic<unsigned long> inuse{0};
+  bool typesafe = false;  // kmem_cache_create_typesafe: slabs are never released, slots counted
 };
 
 namespace {
@@ -215,6 +218,8 @@ void kmem_cache_destroy(struct kmem_cache *cache) {
       for (auto &word : desc->bitmap) word.store(0, std::memory_order_relaxed);
       desc->inuse = 0;
       desc->hint = 0;
+      delete[] desc->refs;  // no call can race the cache's own destruction
+      desc->refs = nullptr;
       kc::PutSlab(desc);
     }
   }
@@ -223,7 +228,7 @@ void kmem_cache_destroy(struct kmem_cache *cache) {
 }
 
 void *kmem_cache_alloc(struct kmem_cache *cache, gfp_t gfp) {
-  kc::sched_point(kc::SchedEvent::kAlloc);
+  kc::sched_point(kc::SchedEvent::kAlloc, cache);
   might_sleep_if(gfpflags_allow_blocking(gfp));
   if (kc::internal::ShouldFailAlloc()) {
     if (!(gfp & __GFP_NOWARN)) pr_warn("kmem_cache_alloc(%s): allocation failure (injected)\n",
@@ -240,6 +245,7 @@ void *kmem_cache_alloc(struct kmem_cache *cache, gfp_t gfp) {
       desc->inuse = 0;
       desc->hint = 0;
       for (auto &word : desc->bitmap) word.store(0, std::memory_order_relaxed);
+      if (cache->typesafe) desc->refs = new kc::PercpuRef[cache->objects_per_slab];
       desc->cache.store(cache, std::memory_order_release);
       cache->all.push_back(desc);
       cache->partial.push_front(desc);
@@ -286,8 +292,9 @@ void kmem_cache_free(struct kmem_cache *cache, void *obj) {
     desc->inuse--;
     if (static_cast<unsigned>(index / 64) < desc->hint) desc->hint = static_cast<unsigned>(index / 64);
     if (desc->inuse == 0) {
-      // Keep one empty slab for reuse; return further ones to the supply.
-      if (cache->empty_slabs >= 1) {
+      // Keep one empty slab for reuse; return further ones to the supply (never a type-stable
+      // cache's: its slots must keep naming the same counts).
+      if (cache->empty_slabs >= 1 && !cache->typesafe) {
         cache->partial.remove(desc);
         cache->all.remove(desc);
         to_release = desc;
@@ -302,6 +309,24 @@ void kmem_cache_free(struct kmem_cache *cache, void *obj) {
   kc::internal::MetaFreed();
   if (to_release != nullptr) kc::PutSlab(to_release);
 }
+
+namespace kc {
+
+struct kmem_cache *kmem_cache_create_typesafe(const char *name, size_t size, size_t align) {
+  struct kmem_cache *cache = kmem_cache_create(name, size, align);
+  if (cache != nullptr) cache->typesafe = true;
+  return cache;
+}
+
+PercpuRef *kmem_cache_slot_ref(const struct kmem_cache *cache, const void *obj) {
+  const SlabDesc *desc = SlabOf(obj);
+  if (desc == nullptr || desc->cache.load(std::memory_order_acquire) != cache || !cache->typesafe)
+    return nullptr;
+  long index = ObjectIndex(cache, desc, obj);
+  return index < 0 ? nullptr : &desc->refs[index];
+}
+
+}  // namespace kc
 
 bool kmem_cache_owns(const struct kmem_cache *cache, const void *obj) {
   const kc::SlabDesc *desc = kc::SlabOf(obj);
@@ -319,7 +344,8 @@ size_t kmem_cache_size(const struct kmem_cache *cache) { return cache->size; }
 // ---- kmalloc ----------------------------------------------------------------------------------
 
 void *kmalloc(size_t size, gfp_t gfp) {
-  kc::sched_point(kc::SchedEvent::kAlloc);
+  static const char kmalloc_token = 0;
+  kc::sched_point(kc::SchedEvent::kAlloc, &kmalloc_token);
   might_sleep_if(gfpflags_allow_blocking(gfp));
   if (kc::internal::ShouldFailAlloc()) {
     if (!(gfp & __GFP_NOWARN)) pr_warn("kmalloc(%zu): allocation failure (injected)\n", size);
