@@ -10,6 +10,22 @@
 //   compact_unlocked  zsmalloc: compaction rewrites handles after dropping pool->lock
 //   create_refcount   zpool: a failed backend create does not drop the driver reference
 //   under_reclaim     zbud: zbud_free() ignores under_reclaim (frees a page being reclaimed)
+// and the logic races of the concurrency issue: every access under some lock, so TSan cannot see
+// them; the order or the atomicity is wrong, as in fixes of the kernel's history:
+//   free_lock_gap     zsmalloc: zs_free() drops pool->lock before it takes class->lock, so
+//                     compaction can move the object between the lookup and the free (the
+//                     kernel takes class->lock first: "the pool->lock protects the race with
+//                     zpage's migration", since the 5.17 migrate_lock rework)
+//   map_lock_gap      zsmalloc: zs_map_object() drops pool->lock before it takes the zspage
+//                     lock, so compaction can move the object it is about to map (the race the
+//                     4.8 migration work closed with the zspage lock taken under the pool lock)
+//   driver_ref_gap    zpool: zpool_get_driver() takes the driver reference after dropping
+//                     drivers_lock, so an unregister in between succeeds while a pool is being
+//                     created from the driver (the 2014 review's "racy against unregister")
+//   reclaim_recheck   zbud: zbud_reclaim_page() clears under_reclaim in one critical section and
+//                     re-lists or frees the page in the next, so a zbud_free() in between sees a
+//                     page off every list and not under reclaim (the kernel does both under one
+//                     hold of pool->lock)
 #ifndef ZPOOL_INJECT_H_
 #define ZPOOL_INJECT_H_
 
@@ -28,11 +44,27 @@
 #ifndef ZFUZZ_BUG_UNDER_RECLAIM
 #define ZFUZZ_BUG_UNDER_RECLAIM 0
 #endif
+#ifndef ZFUZZ_BUG_FREE_LOCK_GAP
+#define ZFUZZ_BUG_FREE_LOCK_GAP 0
+#endif
+#ifndef ZFUZZ_BUG_MAP_LOCK_GAP
+#define ZFUZZ_BUG_MAP_LOCK_GAP 0
+#endif
+#ifndef ZFUZZ_BUG_DRIVER_REF_GAP
+#define ZFUZZ_BUG_DRIVER_REF_GAP 0
+#endif
+#ifndef ZFUZZ_BUG_RECLAIM_RECHECK
+#define ZFUZZ_BUG_RECLAIM_RECHECK 0
+#endif
 
 inline constexpr bool kBugClassIndex = ZFUZZ_BUG_CLASS_INDEX;
 inline constexpr bool kBugSpanCopyback = ZFUZZ_BUG_SPAN_COPYBACK;
 inline constexpr bool kBugCompactUnlocked = ZFUZZ_BUG_COMPACT_UNLOCKED;
 inline constexpr bool kBugCreateRefcount = ZFUZZ_BUG_CREATE_REFCOUNT;
 inline constexpr bool kBugUnderReclaim = ZFUZZ_BUG_UNDER_RECLAIM;
+inline constexpr bool kBugFreeLockGap = ZFUZZ_BUG_FREE_LOCK_GAP;
+inline constexpr bool kBugMapLockGap = ZFUZZ_BUG_MAP_LOCK_GAP;
+inline constexpr bool kBugDriverRefGap = ZFUZZ_BUG_DRIVER_REF_GAP;
+inline constexpr bool kBugReclaimRecheck = ZFUZZ_BUG_RECLAIM_RECHECK;
 
 #endif  // ZPOOL_INJECT_H_

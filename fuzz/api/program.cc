@@ -28,6 +28,7 @@ void ReportFinding(const char *file, int line, const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, "zfuzz: FINDING at %s:%d: %s\n", file, line, buf);
   fflush(stderr);
+  kc::RunFatalHook();  // a scheduled run prints its interleaving and schedule
 }
 
 void ResetKernelState() {

@@ -51,6 +51,10 @@ ZFUZZ_BUG_DEFINES = select({
     "//tools/bazel:bug_compact_unlocked": ["ZFUZZ_BUG_COMPACT_UNLOCKED=1"],
     "//tools/bazel:bug_create_refcount": ["ZFUZZ_BUG_CREATE_REFCOUNT=1"],
     "//tools/bazel:bug_under_reclaim": ["ZFUZZ_BUG_UNDER_RECLAIM=1"],
+    "//tools/bazel:bug_free_lock_gap": ["ZFUZZ_BUG_FREE_LOCK_GAP=1"],
+    "//tools/bazel:bug_map_lock_gap": ["ZFUZZ_BUG_MAP_LOCK_GAP=1"],
+    "//tools/bazel:bug_driver_ref_gap": ["ZFUZZ_BUG_DRIVER_REF_GAP=1"],
+    "//tools/bazel:bug_reclaim_recheck": ["ZFUZZ_BUG_RECLAIM_RECHECK=1"],
     "//conditions:default": [],
 })
 

@@ -22,7 +22,8 @@ SANITIZERS = ("asan", "ubsan", "msan", "tsan")
 # under a forkserver is not supported: the pairs .bazelrc defines.
 AFL_SANITIZERS = ("asan", "ubsan")
 INJECTED_BUGS = ("class_index", "span_copyback", "compact_unlocked", "create_refcount",
-                 "under_reclaim")
+                 "under_reclaim", "free_lock_gap", "map_lock_gap", "driver_ref_gap",
+                 "reclaim_recheck")
 
 def _call_blocks(text, function):
     """The argument text of each top-level `function(...)` call in a BUILD file."""
