@@ -126,65 +126,94 @@ def misuse_seeds():
     return seeds
 
 
-# ---- zpool_concurrent_fuzz: kind, scheduled, threads, cpus, background rounds, then per thread
-# a length and its stream; the rest are the scheduler's decisions.
+# ---- zpool_concurrent_fuzz: the mode (0 free, 1 input, 2 pct, 3 scenario-input, 4 scenario-pct),
+# then for the program modes: kind, threads, cpus, background rounds, PCT's depth, steps and seed
+# (pct only), per thread a length and its stream, and the rest the scheduler's decisions; for the
+# scenario modes: the catalogue index, then PCT's depth, steps and seed, or the decisions.
+CONCURRENT_MODES = 4
+CONCURRENT_OPS = 8
+SCENARIOS = 53  # fuzz/explore/catalogue.cc; checked against the binary's --list by the tools
+
+
 def concurrent_seeds():
     def stream(mallocs, sizes):
         e = fdp.Encoder()
-        e.int(1, 0, 7).int(12, 2, 24).int(sizes[0], 1, sizes_max)  # 12 objects of one size
+        e.int(1, 0, CONCURRENT_OPS).int(12, 2, 24).int(sizes[0], 1, sizes_max)  # 12 of one size
         for i in range(mallocs):
-            e.int(0, 0, 7).int(sizes[i % len(sizes)], 1, sizes_max).bool(i % 2)
-        e.int(4, 0, 7)  # free every other
-        e.int(7, 0, 7)  # compact from this worker
-        e.int(6, 0, 7)  # yield: let compaction run
-        e.int(5, 0, 7)  # map every object RW
+            e.int(0, 0, CONCURRENT_OPS).int(sizes[i % len(sizes)], 1, sizes_max).bool(i % 2)
+        e.int(4, 0, CONCURRENT_OPS)  # free every other
+        e.int(7, 0, CONCURRENT_OPS)  # compact from this worker
+        e.int(6, 0, CONCURRENT_OPS)  # yield: let compaction run
+        e.int(5, 0, CONCURRENT_OPS)  # map every object RW
         live = (12 + mallocs) // 2  # after freeing the even indexes
         for i in range(mallocs):
-            e.int(2, 0, 7).int(i % live, 0, live - 1).int(i % 3, 0, 2).int(2, 0, 3)
-            e.int(6, 0, 7)
-        e.int(3, 0, 7).int(0, 0, live - 1)
+            e.int(2, 0, CONCURRENT_OPS).int(i % live, 0, live - 1).int(i % 3, 0, 2).int(2, 0, 3)
+            e.int(6, 0, CONCURRENT_OPS)
+        e.int(3, 0, CONCURRENT_OPS).int(0, 0, live - 1)
+        return e.data()
+
+    def program(mode, kind, cpus, parts, background=12, decisions=b""):
+        e = fdp.Encoder().int(mode, 0, CONCURRENT_MODES).int(kind, 0, 3).int(len(cpus), 2, 4)
+        for cpu in cpus:
+            e.int(cpu, 0, 3)
+        e.int(background, 0, 16)
+        if mode == 2:
+            e.int(2, 1, 3).int(400, 16, 4096).int(0x5eed + kind * 7 + len(cpus), 0, 2**64 - 1)
+        for data in parts:
+            e.int(min(len(data), 96), 0, 96)
+        for data in parts:
+            e.bytes(data[:96])
+        e.remaining(decisions)
         return e.data()
 
     seeds = []
     for kind, sizes_max in ((0, 4096), (1, 4096), (2, 3968), (3, 3968)):
-        for scheduled in (False, True):
+        for mode in (0, 1, 2):
             for cpus in ((0, 1), (1, 1), (0, 1, 1), (2, 3, 0, 1)):
-                e = fdp.Encoder().int(kind, 0, 3).bool(scheduled).int(len(cpus), 2, 4)
-                for cpu in cpus:
-                    e.int(cpu, 0, 3)
-                e.int(12, 0, 16)
-                parts = []
-                for t in range(len(cpus)):
-                    data = stream(4 + t, [500 + 300 * t, 3000 - 700 * t, 120 + 40 * t])
-                    e.int(min(len(data), 96), 0, 96)
-                    parts.append(data[:96])
-                for data in parts:
-                    e.bytes(data)
-                e.remaining(bytes((i * 37 + 129) & 0xFF for i in range(64)))
-                seeds.append((f"concurrent-k{kind}-s{int(scheduled)}-{''.join(map(str, cpus))}",
-                              e.data()))
+                parts = [stream(4 + t, [500 + 300 * t, 3000 - 700 * t, 120 + 40 * t])
+                         for t in range(len(cpus))]
+                decisions = bytes((i * 37 + 129) & 0xFF for i in range(64)) if mode == 1 else b""
+                seeds.append((f"concurrent-k{kind}-m{mode}-{''.join(map(str, cpus))}",
+                              program(mode, kind, cpus, parts, decisions=decisions)))
     # Compaction racing maps of the objects it moves: worker 0 fragments a class and compacts
     # it while worker 1, with objects of the same class, maps all of them RW again and again;
     # the scheduler switches at most points (decisions 0x80/0x81 pick a thread, 0x10 stays).
     def compaction_stream(count, compact, rounds):
-        e = fdp.Encoder().int(1, 0, 7).int(count, 2, 24).int(500, 1, 4096).int(4, 0, 7)
+        e = fdp.Encoder().int(1, 0, CONCURRENT_OPS).int(count, 2, 24).int(500, 1, 4096)
+        e.int(4, 0, CONCURRENT_OPS)
         if compact:
-            e.int(7, 0, 7)
+            e.int(7, 0, CONCURRENT_OPS)
         for _ in range(rounds):
-            e.int(5, 0, 7)
+            e.int(5, 0, CONCURRENT_OPS)
         return e.data()
 
     rng = random.Random("compaction-races")
     for k in range(12):
-        e = fdp.Encoder().int(0, 0, 3).bool(True).int(2, 2, 4).int(0, 0, 3).int(1, 0, 3)
-        e.int(0, 0, 16)
         parts = [compaction_stream(16, True, 1), compaction_stream(12, False, 6)]
-        for data in parts:
-            e.int(len(data), 0, 96)
-        for data in parts:
-            e.bytes(data)
-        e.remaining(bytes(rng.choice([0x80, 0x81, 0x10]) for _ in range(rng.randrange(200, 2000))))
-        seeds.append((f"concurrent-compaction-race-{k}", e.data()))
+        decisions = bytes(rng.choice([0x80, 0x81, 0x10]) for _ in range(rng.randrange(200, 2000)))
+        seeds.append((f"concurrent-compaction-race-{k}",
+                      program(1, 0, (0, 1), parts, background=0, decisions=decisions)))
+    # The registry: worker 0 registers and unregisters the user driver while worker 1 creates
+    # zpools of its type.
+    def registry_stream(ops):
+        e = fdp.Encoder()
+        for op in ops:
+            e.int(8, 0, CONCURRENT_OPS).int(op, 0, 2)
+        return e.data()
+
+    for mode in (0, 1, 2):
+        parts = [registry_stream([0, 2, 1, 0, 1]), registry_stream([2, 2, 2, 2])]
+        decisions = bytes(rng.choice([0x80, 0x81, 0x10]) for _ in range(200)) if mode == 1 else b""
+        seeds.append((f"concurrent-registry-m{mode}",
+                      program(mode, 1, (0, 1), parts, background=0, decisions=decisions)))
+    # Every scenario of the explorer's catalogue, once under each kind of schedule.
+    for index in range(SCENARIOS):
+        e = fdp.Encoder().int(3, 0, CONCURRENT_MODES).int(index, 0, SCENARIOS - 1)
+        e.remaining(bytes(rng.choice([0x80, 0x81, 0x10]) for _ in range(64)))
+        seeds.append((f"concurrent-scenario-{index}-input", e.data()))
+        e = fdp.Encoder().int(4, 0, CONCURRENT_MODES).int(index, 0, SCENARIOS - 1)
+        e.int(2, 1, 3).int(256, 8, 1024).int(index * 7919 + 1, 0, 2**64 - 1)
+        seeds.append((f"concurrent-scenario-{index}-pct", e.data()))
     return seeds
 
 

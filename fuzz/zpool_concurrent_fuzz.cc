@@ -1,25 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0-only
-// zpool_concurrent_fuzz: 2 to 4 threads, each with its own decoded operation stream, on one pool,
-// bound to virtual CPUs chosen by the input (two threads may share one CPU), with a background
-// thread that compacts (zsmalloc) or reclaims with a refusing evict callback (zbud).
+// zpool_concurrent_fuzz: threads on one pool, in five modes chosen by the input's first choice
+// (or forced with ZFUZZ_CONCURRENT_MODE=free|input|pct|scenario-input|scenario-pct):
 //
-// Input layout (FuzzedDataProvider): backend, mode, thread count, each thread's CPU, whether the
-// background thread runs, then each thread's operation stream (a length-prefixed slice), and the
-// rest: the scheduler's decisions.
-//
-// Two modes:
-// - free-running: real threads at full speed (for TSan and real races); oracle: every object's
-//   contents intact (each thread owns its objects and verifies them on every RO/RW map and before
-//   free), no WARN but concurrent-map, and none of those unless two threads share a CPU;
-// - scheduled: kc::DeterministicScheduler runs one thread at a time and the input decides at
-//   every kernel-layer scheduling point which thread runs next, so one input is one interleaving
-//   and a finding reproduces every time.
-// In both modes: contents intact, the validator clean, no page or metadata leaked, no WARN but
-// concurrent-map, and concurrent-map WARNs only from maps made by threads that share a CPU (at
-// most one per such map: the waiting thread reports once, then waits). Whether a given map meets
-// the other thread's mapping depends on where the interleaving switches inside the map, so the
-// harness bounds the count rather than predicting it; the unit tests pin the exact case.
-// Runs under the record policy; threads joined, pool destroyed, state reset after each input.
+// - program modes (free, input, pct): 2 to 4 threads, each with its own decoded operation stream
+//   (malloc, batches of one size, map RO/WO/RW with holds, free, free every other, map all,
+//   yield, compact or reclaim, and the registry: register/unregister the user driver, create,
+//   use and destroy a zpool of its type), bound to virtual CPUs chosen by the input (two may
+//   share one), with a background thread that compacts (zsmalloc) or reclaims with a refusing
+//   evict callback (zbud);
+//     free   real threads at full speed (for TSan and real races),
+//     input  the DeterministicScheduler, the remaining input bytes deciding at every point,
+//     pct    the DeterministicScheduler under PCT: depth 1-3, priorities and change points drawn
+//            from the input;
+//   oracle: every object's contents intact (each thread owns its objects and verifies them on
+//   every RO/RW map and before free), the validator clean, no page or metadata leaked, no WARN
+//   but concurrent-map and those only from maps of threads that share a CPU (at most one per such
+//   map: the waiting thread reports once, then waits), and the registry's invariant (while a
+//   zpool of the user type is alive, its driver stays registered: an unregister that returned 0
+//   leaves no pool of that type);
+// - scenario modes (scenario-input, scenario-pct): a scenario of the explorer's catalogue
+//   (fuzz/explore) under input-driven or PCT schedules, judged by its linearizability oracle.
+// In the scheduled modes each switch is interleaving coverage (fuzz/api/interleaving.h), one
+// input is one interleaving, and a finding prints it and reproduces every time.
+// Runs under the record policy; threads joined, pools destroyed, the user driver unregistered and
+// state reset after each input.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <atomic>
@@ -30,12 +34,17 @@
 #include <thread>
 #include <vector>
 
+#include "fuzz/api/interleaving.h"
 #include "fuzz/api/program.h"
 #include "fuzz/api/subject.h"
+#include "fuzz/api/user_driver.h"
+#include "fuzz/explore/scenario.h"
+#include "zpool/kernel/explore.h"
 #include "zpool/kernel/percpu.h"
 #include "zpool/kernel/sched.h"
 #include "zpool/kernel/scheduler.h"
 #include "zpool/misuse.h"
+#include "zpool/zpool.h"
 
 namespace {
 
@@ -44,6 +53,8 @@ using zfuzz::MapMode;
 using zfuzz::Subject;
 using zfuzz::TraceLine;
 using zfuzz::Tracing;
+using zfuzz::kUserDriverType;
+using zfuzz::UserDriver;
 
 constexpr int kMaxThreads = 4;
 constexpr Kind kKinds[] = {Kind::kZsmalloc, Kind::kZpoolZsmalloc, Kind::kZpoolZbud, Kind::kZbud};
@@ -84,7 +95,7 @@ class Worker {
     kc_set_cpu(cpu_);
     FuzzedDataProvider in(ops_.data(), ops_.size());
     for (int step = 0; step < 48 && in.remaining_bytes() > 0; step++) {
-      switch (in.ConsumeIntegralInRange<int>(0, 7)) {
+      switch (in.ConsumeIntegralInRange<int>(0, 8)) {
         // Arguments are read in named steps: the order of evaluation of a call's arguments is
         // unspecified in C++, and an input must mean the same under every compiler.
         case 0: {
@@ -123,6 +134,9 @@ class Worker {
           break;
         case 7:  // compaction (or reclaim) from this worker, racing the others' maps and frees
           Background(shared_, 1);
+          break;
+        case 8:  // the registry: the user driver and zpools of its type
+          Registry(in.ConsumeIntegralInRange<int>(0, 2));
           break;
       }
     }
@@ -185,6 +199,38 @@ class Worker {
     UnmapTracked(obj);
   }
 
+  // 0 register, 1 unregister (worker 0 only, which owns the registration: registering twice
+  // is a WARN of its own), 2 a zpool of the user type: create, one object, destroy. While the
+  // pool lives the driver must stay registered (its unregister must refuse with -EBUSY).
+  void Registry(int what) {
+    if (index_ != 0) what = 2;
+    if (what == 0 && !registered_) {
+      if (Tracing()) TraceLine("zpool_register_driver(&%s_driver)", kUserDriverType);
+      zpool_register_driver(&UserDriver());
+      registered_ = true;
+      return;
+    }
+    if (what == 1 && registered_) {
+      int rc = zpool_unregister_driver(&UserDriver());
+      if (Tracing()) TraceLine("zpool_unregister_driver(&%s_driver) = %d", kUserDriverType, rc);
+      if (rc == 0) registered_ = false;
+      return;
+    }
+    if (what != 2) return;
+    struct zpool *pool = zpool_create_pool(kUserDriverType, prefix_, GFP_KERNEL, nullptr);
+    if (Tracing())
+      TraceLine("zp = zpool_create_pool(\"%s\") = %s", kUserDriverType, pool ? "zp" : "NULL");
+    if (pool == nullptr) return;
+    ZFUZZ_CHECK(zpool_has_pool(kUserDriverType),
+                "thread %d: a zpool of type %s is alive but its driver is not registered (an "
+                "unregister returned 0 while the pool was being created)",
+                index_, kUserDriverType);
+    unsigned long handle = 0;
+    if (zpool_malloc(pool, 64, GFP_KERNEL, &handle) == 0) zpool_free(pool, handle);
+    zpool_destroy_pool(pool);
+    if (Tracing()) TraceLine("zpool_destroy_pool(zp)");
+  }
+
   void Free(size_t index) {
     Object obj = objects_[index];
     objects_[index] = objects_.back();
@@ -203,6 +249,7 @@ class Worker {
   std::vector<Object> objects_;
   uint32_t next_id_ = 0;
   char prefix_[16];
+  bool registered_ = false;  // worker 0: the user driver is registered
 };
 
 // Compacts (zsmalloc) or reclaims with the refusing evict (zbud), `rounds` times. Run by the
@@ -221,23 +268,98 @@ void Background(Shared &shared, int rounds) {
   }
 }
 
+enum Mode { kFree, kInput, kPct, kScenarioInput, kScenarioPct, kModes };
+const char *const kModeNames[kModes] = {"free", "input", "pct", "scenario-input",
+                                        "scenario-pct"};
+int g_forced_mode = -1;  // ZFUZZ_CONCURRENT_MODE
+
+std::vector<std::unique_ptr<zfuzz::explore::Runner>> &Runners() {
+  static std::vector<std::unique_ptr<zfuzz::explore::Runner>> runners;
+  return runners;
+}
+
+// A scenario of the explorer's catalogue under the input's schedule.
+void RunScenario(FuzzedDataProvider &in, bool pct) {
+  const auto &catalogue = zfuzz::explore::Catalogue();
+  size_t index = in.ConsumeIntegralInRange<size_t>(0, catalogue.size() - 1);
+  const zfuzz::explore::Scenario &scenario = catalogue[index];
+  std::unique_ptr<kc::ScheduleStrategy> strategy;
+  std::string described;
+  if (pct) {
+    int depth = in.ConsumeIntegralInRange<int>(1, 3);
+    uint64_t steps = in.ConsumeIntegralInRange<uint64_t>(8, 1024);
+    uint64_t seed = in.ConsumeIntegral<uint64_t>();
+    auto p = std::make_unique<kc::PctStrategy>(kc::PctStrategy::FromSeed(
+        seed, static_cast<int>(scenario.threads.size()), depth, steps));
+    described = p->Describe();
+    strategy = std::move(p);
+  } else {
+    std::vector<uint8_t> decisions = in.ConsumeRemainingBytes<uint8_t>();
+    strategy = std::make_unique<kc::InputStrategy>(decisions);
+    described = std::to_string(decisions.size()) + " decision bytes";
+  }
+  if (Tracing())
+    TraceLine("/* scenario %s (%s), %s schedule: %s */", scenario.name.c_str(),
+              scenario.covers.c_str(), pct ? "PCT" : "input", described.c_str());
+  kc::ExecutionReport r = Runners()[index]->Execute(*strategy, kc::ExploreSchedulerOptions());
+  ZFUZZ_CHECK(r.failure.empty(), "scenario %s: %s\n== interleaving (%llu preemptions) ==\n%s"
+              "schedule: %s",
+              scenario.name.c_str(), r.failure.c_str(),
+              static_cast<unsigned long long>(r.preemptions), r.interleaving.c_str(),
+              kc::FormatSchedule(r.choices).c_str());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
-  zfuzz::InitializeHarness(KC_WARN_RECORD);
+  zfuzz::explore::InitializeExplorer();  // the harness set-up, and quiet destroy reports
+  zfuzz::InstallInterleavingCoverage();
+  if (const char *mode = getenv("ZFUZZ_CONCURRENT_MODE"); mode != nullptr && *mode) {
+    for (int m = 0; m < kModes; m++)
+      if (strcmp(mode, kModeNames[m]) == 0) g_forced_mode = m;
+    if (g_forced_mode < 0) {
+      fprintf(stderr, "zpool_concurrent_fuzz: ZFUZZ_CONCURRENT_MODE=%s is not one of free, input, "
+                      "pct, scenario-input, scenario-pct\n", mode);
+      exit(2);
+    }
+  }
+  // Every scenario's sequential outcomes now: no input then runs code another did not. (Not
+  // traced: explain and repro show the input's own program.)
+  const bool tracing = Tracing();
+  zfuzz::SetTracing(false);
+  for (const auto &scenario : zfuzz::explore::Catalogue()) {
+    Runners().push_back(std::make_unique<zfuzz::explore::Runner>(scenario));
+    Runners().back()->Prepare();
+  }
+  zfuzz::SetTracing(tracing);
+  zfuzz::ResetKernelState();
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FuzzedDataProvider in(data, size);
   zfuzz::ResetKernelState();
+  int mode = in.ConsumeIntegralInRange<int>(0, kModes - 1);
+  if (g_forced_mode >= 0) mode = g_forced_mode;
+  if (mode == kScenarioInput || mode == kScenarioPct) {
+    RunScenario(in, mode == kScenarioPct);
+    zfuzz::ResetKernelState();
+    return 0;
+  }
   const unsigned long pages_before = kc_pages_in_use(), meta_before = kc_meta_in_use();
   Kind kind = kKinds[in.ConsumeIntegralInRange<size_t>(0, 3)];
-  bool scheduled = in.ConsumeBool();
+  const bool scheduled = mode != kFree;
   int nthreads = in.ConsumeIntegralInRange<int>(2, kMaxThreads);
   int cpus[kMaxThreads];
   for (int t = 0; t < nthreads; t++) cpus[t] = in.ConsumeIntegralInRange<int>(0, kc_nr_cpus() - 1);
   int background_rounds = in.ConsumeIntegralInRange<int>(0, 16);
+  int pct_depth = 0;
+  uint64_t pct_steps = 0, pct_seed = 0;
+  if (mode == kPct) {
+    pct_depth = in.ConsumeIntegralInRange<int>(1, 3);
+    pct_steps = in.ConsumeIntegralInRange<uint64_t>(16, 4096);
+    pct_seed = in.ConsumeIntegral<uint64_t>();
+  }
   std::vector<std::vector<uint8_t>> streams;
   for (int t = 0; t < nthreads; t++) {
     size_t length = in.ConsumeIntegralInRange<size_t>(0, 96);
@@ -248,7 +370,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::unique_ptr<Subject> subject = zfuzz::MakeSubject(kind, 0);
   if (Tracing())
     TraceLine("/* %s, %s, %d threads, background %d rounds */", zfuzz::KindName(kind),
-              scheduled ? "scheduled" : "free-running", nthreads, background_rounds);
+              kModeNames[mode], nthreads, background_rounds);
   ZFUZZ_CHECK(subject->Create(/*with_evict=*/true), "pool creation failed");
   subject->set_evict([](unsigned long) { return -EBUSY; });  // objects belong to the workers
 
@@ -272,8 +394,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       Background(shared, background_rounds);
     });
 
-  if (scheduled) {
+  if (mode == kInput) {
     kc::DeterministicScheduler scheduler(decisions);
+    scheduler.Run(std::move(bodies));
+  } else if (mode == kPct) {
+    kc::PctStrategy pct = kc::PctStrategy::FromSeed(pct_seed, static_cast<int>(bodies.size()),
+                                                    pct_depth, pct_steps);
+    if (Tracing()) TraceLine("/* PCT %s over %llu steps */", pct.Describe().c_str(),
+                             static_cast<unsigned long long>(pct_steps));
+    kc::DeterministicScheduler scheduler(pct, {});
     scheduler.Run(std::move(bodies));
   } else {
     std::vector<std::thread> threads;
@@ -286,6 +415,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ZFUZZ_CHECK(subject->Validate(why, sizeof(why)) == 0, "validator: %s", why);
   ZFUZZ_CHECK(subject->TotalPages() == 0, "pages left after every thread freed its objects");
   subject->Destroy();
+  const char *registry = zfuzz::ResetUserDriver();
+  ZFUZZ_CHECK(*registry == '\0', "%s", registry);
   unsigned long concurrent = zpool_misuse_count(ZPOOL_MISUSE_CONCURRENT_MAP);
   ZFUZZ_CHECK(kc_warn_count() == concurrent,
               "%lu WARNs, of which %lu concurrent-map: an unexpected WARN", kc_warn_count(),

@@ -93,7 +93,7 @@
 //
 // ---- Hardening (docs/hardening.md) --------------------------------------------------------------------
 // Pools come from the "zs_pool" kmem_cache; every call proves its pool live with kmem_cache_owns()
-// (memoized per thread for the last pool proven live, kernel/live_memo.h) and enters its PercpuRef;
+// (memoized per thread for the last pool proven live, kernel/live_memo.h) and enters its slot count;
 // every handle is proven an allocated zs_handle of this pool with kmem_cache_owns() before it is
 // dereferenced. (zpool's driver calls the _pinned malloc, free and map of zsmalloc_pinned.h, which
 // skip the pool's check and PercpuRef: its zpool call holds the pool.) zs_unmap_object() is the

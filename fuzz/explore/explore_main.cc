@@ -3,7 +3,7 @@
 //
 //   explore --list
 //   explore [--bound N] [--time-per-scenario S] [--total-time S] [--no-reduction]
-//           [--shard I/N] [--json FILE] [SCENARIO-SUBSTRING...]
+//           [--shard I/N] [--json FILE] [--skip NAME]... [--progress S] [SCENARIO-SUBSTRING...]
 //   explore --replay SCENARIO --schedule TEXT [--runs N]
 //
 // Exit status: 0 clean, 1 a scenario failed (its schedule is printed), 2 bad arguments.
@@ -30,7 +30,8 @@ using zfuzz::explore::Scenario;
 void Usage(FILE *out) {
   fputs("usage: explore --list\n"
         "       explore [--bound N] [--time-per-scenario S] [--total-time S] [--no-reduction]\n"
-        "               [--shard I/N] [--json FILE] [SCENARIO-SUBSTRING...]\n"
+        "               [--shard I/N] [--json FILE] [--skip NAME]... [--progress S]\n"
+        "               [SCENARIO-SUBSTRING...]\n"
         "       explore --replay SCENARIO --schedule TEXT [--runs N]\n",
         out);
 }
@@ -119,7 +120,8 @@ int main(int argc, char **argv) {
   bool reduce = true, list = false;
   int shard = 0, shards = 1, runs = 20;
   std::string json, replay, schedule;
-  std::vector<std::string> filters;
+  std::vector<std::string> filters, skips;
+  double progress_every = 30;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto value = [&]() -> const char * {
@@ -150,6 +152,11 @@ int main(int argc, char **argv) {
         Bad("--shard: not I/N with 0 <= I < N:", v);
     } else if (a == "--json") {
       json = value();
+    } else if (a == "--skip") {
+      skips.push_back(value());
+    } else if (a == "--progress") {
+      const char *v = value();
+      if (!ParseNumber(v, &progress_every)) Bad("--progress: not seconds:", v);
     } else if (a == "--replay") {
       replay = value();
     } else if (a == "--schedule") {
@@ -181,6 +188,7 @@ int main(int argc, char **argv) {
   for (const Scenario &s : Catalogue()) {
     bool match = filters.empty();
     for (const std::string &f : filters) match = match || s.name.find(f) != std::string::npos;
+    for (const std::string &k : skips) match = match && s.name != k;
     if (match && static_cast<int>(index++ % static_cast<size_t>(shards)) == shard)
       chosen.push_back(&s);
   }
@@ -233,6 +241,14 @@ int main(int argc, char **argv) {
       options.preemption_bound = b;
       options.reduce = reduce;
       options.max_seconds = budget;
+      double next_progress = elapsed() + progress_every;
+      options.progress = [&](uint64_t n, int) {
+        if (progress_every <= 0 || elapsed() < next_progress) return;
+        next_progress = elapsed() + progress_every;
+        printf("explore: ... bound %d, %s: %llu executions, %.0fs into the run\n", b,
+               s->name.c_str(), static_cast<unsigned long long>(n), elapsed());
+        fflush(stdout);
+      };
       kc::ExploreResult r = runner.Explore(options);
       g_current = nullptr;
       row.last = r;

@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "fuzz/api/program.h"
+#include "fuzz/api/user_driver.h"
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/lock.h"
 #include "zpool/kernel/module.h"
@@ -57,48 +58,6 @@ std::string VersionOf(const uint8_t *p, size_t size, int id, int expected) {
 }
 
 bool IsZsmalloc(Kind k) { return k == Kind::kZsmalloc || k == Kind::kZpoolZsmalloc; }
-
-// ---- the user driver: zpool over zsmalloc, registered and unregistered by scenarios -------------
-
-constexpr const char *kUserType = "zfuzz_explore";
-struct module g_user_module("zfuzz_explore_mod");
-struct zpool_driver g_user_driver;
-
-void *UserCreate(const char *name, gfp_t, const struct zpool_ops *, struct zpool *) {
-  return zs_create_pool(name);
-}
-void UserDestroy(void *pool) { zs_destroy_pool(static_cast<zs_pool *>(pool)); }
-int UserMalloc(void *pool, size_t size, gfp_t gfp, unsigned long *handle) {
-  unsigned long h = zs_malloc(static_cast<zs_pool *>(pool), size, gfp);
-  if (IS_ERR_VALUE(h)) return static_cast<int>(PTR_ERR(reinterpret_cast<void *>(h)));
-  *handle = h;
-  return 0;
-}
-void UserFree(void *pool, unsigned long handle) { zs_free(static_cast<zs_pool *>(pool), handle); }
-void *UserMap(void *pool, unsigned long handle, enum zpool_mapmode mm) {
-  enum zs_mapmode mode = mm == ZPOOL_MM_RO ? ZS_MM_RO : mm == ZPOOL_MM_WO ? ZS_MM_WO : ZS_MM_RW;
-  return zs_map_object(static_cast<zs_pool *>(pool), handle, mode);
-}
-void UserUnmap(void *pool, unsigned long handle) {
-  zs_unmap_object(static_cast<zs_pool *>(pool), handle);
-}
-u64 UserTotal(void *pool) { return zs_get_total_pages(static_cast<zs_pool *>(pool)) * PAGE_SIZE; }
-
-void InitUserDriver() {
-  static bool done = false;
-  if (done) return;
-  done = true;
-  g_user_driver.type = kUserType;
-  g_user_driver.owner = &g_user_module;
-  g_user_driver.create = UserCreate;
-  g_user_driver.destroy = UserDestroy;
-  g_user_driver.malloc = UserMalloc;
-  g_user_driver.free = UserFree;
-  g_user_driver.map = UserMap;
-  g_user_driver.unmap = UserUnmap;
-  g_user_driver.total_size = UserTotal;
-  g_user_driver.malloc_support_movable = true;
-}
 
 }  // namespace
 
@@ -271,9 +230,9 @@ struct Runner::World {
         break;
     }
     if (s.prep == Prep::kRegistered || s.prep == Prep::kRegisteredInUse)
-      zpool_register_driver(&g_user_driver);
+      zpool_register_driver(&UserDriver());
     if (s.prep == Prep::kRegisteredInUse) {
-      user_pool = zpool_create_pool(kUserType, "explore-user", GFP_KERNEL, nullptr);
+      user_pool = zpool_create_pool(kUserDriverType, "explore-user", GFP_KERNEL, nullptr);
       if (user_pool == nullptr) Fail("prepared zpool of the user driver not created");
     }
   }
@@ -359,7 +318,7 @@ struct Runner::World {
         break;
       }
       case OpKind::kZpoolCreate: {
-        struct zpool *p = zpool_create_pool(kUserType, "explore-user", GFP_KERNEL, nullptr);
+        struct zpool *p = zpool_create_pool(kUserDriverType, "explore-user", GFP_KERNEL, nullptr);
         out = p ? "ok" : "null";
         if (p) user_pool = p;
         break;
@@ -374,11 +333,11 @@ struct Runner::World {
         }
         break;
       case OpKind::kRegister:
-        zpool_register_driver(&g_user_driver);
+        zpool_register_driver(&UserDriver());
         out = "done";
         break;
       case OpKind::kUnregister: {
-        int rc = zpool_unregister_driver(&g_user_driver);
+        int rc = zpool_unregister_driver(&UserDriver());
         out = "rc" + std::to_string(rc);
         // -EBUSY changes nothing. A transient reference (a zpool_has_pool() lookup, a create in
         // progress) makes the kernel's unregister refuse too: compared as if not called.
@@ -386,7 +345,7 @@ struct Runner::World {
         break;
       }
       case OpKind::kHasPool:
-        out = zpool_has_pool(kUserType) ? "yes" : "no";
+        out = zpool_has_pool(kUserDriverType) ? "yes" : "no";
         break;
     }
   }
@@ -429,8 +388,8 @@ struct Runner::World {
         n += snprintf(text + n, sizeof(text) - static_cast<size_t>(n), " %s %lu;",
                       zpool_misuse_name(kind), c);
     }
-    const bool registered = zpool_has_pool(kUserType);
-    const int refs = g_user_driver.refcount.load();
+    const bool registered = zpool_has_pool(kUserDriverType);
+    const int refs = UserDriver().refcount.load();
     if (s.prep == Prep::kRegistered || s.prep == Prep::kRegisteredInUse ||
         std::any_of(s.threads.begin(), s.threads.end(), [](const std::vector<Op> &ops) {
           return std::any_of(ops.begin(), ops.end(), [](const Op &op) {
@@ -443,9 +402,9 @@ struct Runner::World {
                user_pool ? "one" : "no");
     }
     o.state = text;
-    if (refs < 0) Fail("driver " + std::string(kUserType) + " refcount " + std::to_string(refs));
+    if (refs < 0) Fail("driver " + std::string(kUserDriverType) + " refcount " + std::to_string(refs));
     if (!registered && user_pool != nullptr)
-      Fail("driver " + std::string(kUserType) +
+      Fail("driver " + std::string(kUserDriverType) +
            " is not registered (its unregister returned 0) but a zpool of its type exists");
     return o;
   }
@@ -458,21 +417,13 @@ struct Runner::World {
     }
     if (user_pool != nullptr) zpool_destroy_pool(user_pool);
     user_pool = nullptr;
-    if (zpool_has_pool(kUserType) || g_user_driver.refcount.load() != 0) {
-      int rc = zpool_unregister_driver(&g_user_driver);
-      if (rc != 0) {
-        Fail("teardown: unregister of the user driver returned " + std::to_string(rc));
-        g_user_driver.refcount.store(0);  // the next execution must start clean
-        zpool_unregister_driver(&g_user_driver);
-      }
-    }
+    if (const char *problem = ResetUserDriver(); *problem) Fail(std::string("teardown: ") + problem);
   }
 };
 
 // ---- the runner ---------------------------------------------------------------------------------
 
 Runner::Runner(const Scenario &scenario) : scenario_(scenario) {
-  InitUserDriver();
   for (size_t t = 0; t < scenario.threads.size(); t++)
     for (size_t k = 0; k < scenario.threads[t].size(); k++)
       ops_.push_back({static_cast<int>(t), static_cast<int>(k)});
@@ -577,6 +528,21 @@ const std::vector<Outcome> &Runner::Sequential(uint64_t absent_mask) {
   return outs;
 }
 
+void Runner::Prepare() {
+  uint64_t optional = 0;  // operations a comparison may leave out: weak or refusable
+  for (size_t i = 0; i < ops_.size(); i++) {
+    OpKind k = scenario_.threads[static_cast<size_t>(ops_[i].first)]
+                   [static_cast<size_t>(ops_[i].second)].kind;
+    if (k == OpKind::kCompact || k == OpKind::kReclaim || k == OpKind::kDestroy ||
+        k == OpKind::kUnregister)
+      optional |= uint64_t{1} << i;
+  }
+  for (uint64_t sub = optional;; sub = (sub - 1) & optional) {
+    Sequential(sub);
+    if (sub == 0) break;
+  }
+}
+
 namespace {
 
 bool Matches(const Outcome &c, const Outcome &q) {
@@ -665,7 +631,6 @@ void InitializeExplorer() {
   // Destroying a non-empty pool is part of some scenarios: its pr_err lines are expected, every
   // execution would print them. WARNs are counted (record policy) and compared instead.
   kc_set_console_loglevel(KC_LOG_ERR);
-  InitUserDriver();
 }
 
 }  // namespace zfuzz::explore

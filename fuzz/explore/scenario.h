@@ -133,6 +133,9 @@ class Runner {
   kc::ExploreResult Explore(const kc::ExploreOptions &options);
   // The sequential outcomes (every order of the operations), for tests and the summary.
   const std::vector<Outcome> &Sequential(uint64_t absent_mask);
+  // Computes every sequential outcome Judge can ask for, now: a fuzz target does this once at
+  // start-up, so that no input runs code (or covers lines) that another input did not.
+  void Prepare();
   size_t ops() const { return ops_.size(); }
 
  private:

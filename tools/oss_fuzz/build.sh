@@ -30,6 +30,7 @@ set -euo pipefail
 # //zpool/kernel:kernel
 KERNEL_SRCS=(
   zpool/kernel/cpu.cc
+  zpool/kernel/explore.cc
   zpool/kernel/lock.cc
   zpool/kernel/lockdep.cc
   zpool/kernel/module.cc
@@ -55,11 +56,18 @@ DRIVER_SRCS=(
 )
 # //fuzz/api:oplang
 OPLANG_SRCS=(
+  fuzz/api/interleaving.cc
   fuzz/api/program.cc
   fuzz/api/subject.cc
+  fuzz/api/user_driver.cc
 )
-# name, max_len (options), libraries: "kernel" = //zpool/kernel only; "all" = the operation
-# language, the allocators, zpool with its drivers, and the kernel layer.
+# //fuzz/explore:scenario (the explorer's catalogue: zpool_concurrent_fuzz's scenario modes)
+EXPLORE_SRCS=(
+  fuzz/explore/catalogue.cc
+  fuzz/explore/scenario.cc
+)
+# name, max_len (options), libraries: "kernel" = //zpool/kernel only; "all" = the explorer's
+# catalogue, the operation language, the allocators, zpool with its drivers, and the kernel layer.
 TARGETS=(
   "kernel_api_fuzz 4096 kernel"
   "zbud_api_fuzz 4096 all"
@@ -75,6 +83,7 @@ if [[ "${1:-}" == "--list" ]]; then
   for f in "${ALLOCATOR_SRCS[@]}"; do echo "allocator $f"; done
   for f in "${DRIVER_SRCS[@]}"; do echo "driver $f"; done
   for f in "${OPLANG_SRCS[@]}"; do echo "oplang $f"; done
+  for f in "${EXPLORE_SRCS[@]}"; do echo "explore $f"; done
   for t in "${TARGETS[@]}"; do echo "target $t"; done
   exit 0
 fi
@@ -171,7 +180,7 @@ archive() {  # archive sources...
 
 SOURCES=("${KERNEL_SRCS[@]}")
 if [[ -n "$NEED_ALL" ]]; then
-  SOURCES+=("${ALLOCATOR_SRCS[@]}" "${DRIVER_SRCS[@]}" "${OPLANG_SRCS[@]}")
+  SOURCES+=("${ALLOCATOR_SRCS[@]}" "${DRIVER_SRCS[@]}" "${OPLANG_SRCS[@]}" "${EXPLORE_SRCS[@]}")
 fi
 for t in "${SELECTED[@]}"; do
   SOURCES+=("fuzz/${t%% *}.cc")
@@ -185,6 +194,7 @@ archive "$BUILD_DIR/libzfuzz_kernel.a" "${KERNEL_SRCS[@]}"
 if [[ -n "$NEED_ALL" ]]; then
   archive "$BUILD_DIR/libzfuzz_allocators.a" "${ALLOCATOR_SRCS[@]}"
   archive "$BUILD_DIR/libzfuzz_oplang.a" "${OPLANG_SRCS[@]}"
+  archive "$BUILD_DIR/libzfuzz_explore.a" "${EXPLORE_SRCS[@]}"
 fi
 
 # ---- link and package ------------------------------------------------------------------------
@@ -194,7 +204,8 @@ for t in "${SELECTED[@]}"; do
   inputs=("$(obj_of "fuzz/$name.cc")")
   if [[ "$libs" == "all" ]]; then
     for src in "${DRIVER_SRCS[@]}"; do inputs+=("$(obj_of "$src")"); done
-    inputs+=("$BUILD_DIR/libzfuzz_oplang.a" "$BUILD_DIR/libzfuzz_allocators.a")
+    inputs+=("$BUILD_DIR/libzfuzz_explore.a" "$BUILD_DIR/libzfuzz_oplang.a"
+             "$BUILD_DIR/libzfuzz_allocators.a")
   fi
   inputs+=("$BUILD_DIR/libzfuzz_kernel.a")
   echo "build.sh: linking $OUT/$name"

@@ -22,7 +22,7 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from . import (bench, corpus, coverage, explain, fresh, fuzz, ossfuzz, repro, setup,
+    from . import (bench, corpus, coverage, explain, explorer, fresh, fuzz, ossfuzz, repro, setup,
                    testcmd)
 
     p = sub.add_parser(
@@ -42,6 +42,7 @@ def _build_parser():
     coverage.add_parser(sub)
     ossfuzz.add_parser(sub)
     bench.add_parser(sub)
+    explorer.add_parser(sub)
     fresh.add_parser(sub)
     return parser
 

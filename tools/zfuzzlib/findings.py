@@ -58,6 +58,9 @@ _SKIP_FRAME = re.compile(
     r"std::__|__cxa_|__gxx_|_Unwind|"
     r"LLVMFuzzerTestOneInput|main$|\(/)")
 _SOURCE_PREFIXES = ("/proc/self/cwd/",)
+# A frame in the C++ library's headers (std::atomic's load() inlined into a lock): where the
+# access happened, not where the bug is.
+_SYSTEM_HEADER = re.compile(r"/include/c\+\+/|/c\+\+/v1/|/lib/gcc/")
 
 
 def _short_message(text, words=8):
@@ -119,7 +122,7 @@ def parse_report(text):
         seen_stack = True
         what = m.group(2)
         func = _function(what)
-        if _SKIP_FRAME.match(func) or _SKIP_FRAME.match(what):
+        if _SKIP_FRAME.match(func) or _SKIP_FRAME.match(what) or _SYSTEM_HEADER.search(what):
             continue
         if not location:
             loc = re.search(r"(\S+\.(?:cc|h|c|cpp)):(\d+)", what)

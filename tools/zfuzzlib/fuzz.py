@@ -69,6 +69,13 @@ def add_parser(sub):
                    help="leave corpus/<target>/ alone (new inputs stay under OUT)")
     p.add_argument("--status-interval", type=float, default=None,
                    help="seconds between status lines (default: 1 on a terminal, 30 otherwise)")
+    p.add_argument("--no-tsan", action="store_true",
+                   help="do not add the free-running TSan run of %s to a libFuzzer campaign of "
+                   "another sanitizer" % "zpool_concurrent_fuzz")
+    p.add_argument("--from-empty", action="store_true",
+                   help="start from an empty corpus: no checked-in seeds (corpus/ and "
+                   "regressions/), and OUT must hold no corpus of the targets yet; for measuring "
+                   "what the search finds on its own")
     p.add_argument("--inject-bug", default=None, metavar="NAME",
                    help="test-only: build with one injected bug (%s); implies --no-merge"
                    % ", ".join(targets_mod.INJECTED_BUGS))
@@ -131,19 +138,20 @@ class Instance:
 
     def _libfuzzer_argv(self, remaining):
         t = self.target
+        base = unit_target(t)
         argv = [self.c.binaries[t], "-max_total_time=%d" % max(remaining, 1),
                 "-print_final_stats=1", "-timeout=%d" % INPUT_TIMEOUT,
                 "-artifact_prefix=" + os.path.join(self.tdir, "artifacts") + "/"]
-        max_len = self.c.known[t]["max_len"]
+        max_len = self.c.known[base]["max_len"]
         if max_len:
             argv.append("-max_len=%d" % max_len)
-        dict_path = os.path.join(REPO_ROOT, "corpus", t + ".dict")
+        dict_path = os.path.join(REPO_ROOT, "corpus", base + ".dict")
         if os.path.exists(dict_path):
             argv.append("-dict=" + dict_path)
         argv.append(os.path.join(self.tdir, "corpus"))
         for d in self.c.seed_dirs(t):
             argv.append(d)
-        return argv, targets_mod.fuzz_env()
+        return argv, targets_mod.fuzz_env(unit_env(t))
 
     def _afl_argv(self, remaining):
         t = self.target
@@ -151,10 +159,10 @@ class Instance:
         # -t: the same per-input limit as libFuzzer's -timeout, so that a hang is one.
         argv = ["afl-fuzz", "-V", str(max(remaining, 1)), "-t", str(INPUT_TIMEOUT * 1000),
                 "-i", self.c.afl_seed_dir(t), "-o", os.path.join(self.tdir, "afl")] + role
-        max_len = self.c.known[t]["max_len"]
+        max_len = self.c.known[unit_target(t)]["max_len"]
         if max_len:
             argv += ["-G", str(max_len)]
-        dict_path = os.path.join(REPO_ROOT, "corpus", t + ".dict")
+        dict_path = os.path.join(REPO_ROOT, "corpus", unit_target(t) + ".dict")
         if os.path.exists(dict_path):
             argv += ["-x", dict_path]
         argv += ["--", self.c.binaries[t]]
@@ -309,6 +317,27 @@ def parse_afl_plot(path):
 
 # ---- the campaign --------------------------------------------------------------------------------
 
+# A campaign's units are its targets, plus the concurrent target run free-running under TSan
+# ("zpool_concurrent_fuzz+tsan") when the campaign's own sanitizer is another: TSan sees the data
+# races the scheduled modes cannot (they run one thread at a time), and ClusterFuzz runs no TSan.
+CONCURRENT_TARGET = "zpool_concurrent_fuzz"
+TSAN_UNIT = CONCURRENT_TARGET + "+tsan"
+
+
+def unit_target(unit):
+    """The fuzz target a campaign unit runs."""
+    return unit.split("+", 1)[0]
+
+
+def unit_sanitizer(unit, default):
+    return "tsan" if unit.endswith("+tsan") else default
+
+
+def unit_env(unit):
+    """What a unit's processes get in their environment beyond fuzz_env()."""
+    return {"ZFUZZ_CONCURRENT_MODE": "free"} if unit.endswith("+tsan") else None
+
+
 class Campaign:
     def __init__(self, args):
         self.known = targets_mod.list_targets()
@@ -331,6 +360,17 @@ class Campaign:
         if real_out == corpus_root or real_out.startswith(corpus_root + os.sep):
             raise ZfuzzError("--out must not be inside corpus/ (%s)" % self.out, exit_code=2)
         self.merge = not (args.no_merge or self.bug)
+        self.units = list(self.targets)
+        if (self.engine == "libfuzzer" and self.sanitizer != "tsan" and
+                CONCURRENT_TARGET in self.targets and not getattr(args, "no_tsan", False)):
+            self.units.append(TSAN_UNIT)
+        self.from_empty = getattr(args, "from_empty", False)
+        if self.from_empty:
+            for t in self.units:
+                if count_files(os.path.join(self.target_dir(t), "corpus")) or \
+                        os.path.isdir(os.path.join(self.target_dir(t), "afl")):
+                    raise ZfuzzError("--from-empty: %s already holds a corpus of %s; give a new "
+                                     "--out" % (self.out, t), exit_code=2)
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
         self.variant = targets_mod.variant_name(self.engine, self.sanitizer, self.bug)
         self.stopping = False
@@ -345,6 +385,9 @@ class Campaign:
         return os.path.join(self.out, "targets", t)
 
     def seed_dirs(self, t):
+        if self.from_empty:
+            return []
+        t = unit_target(t)
         return [d for d in (os.path.join(REPO_ROOT, "corpus", t),
                             os.path.join(REPO_ROOT, "corpus", "regressions", t))
                 if os.path.isdir(d)]
@@ -375,6 +418,12 @@ class Campaign:
         bindir = os.path.join(self.out, "bin", self.variant)
         self.binaries = targets_mod.build(self.targets, self.engine, self.sanitizer, bindir, log,
                                           self.bug)
+        if TSAN_UNIT in self.units:
+            tsan_dir = os.path.join(self.out, "bin", targets_mod.variant_name("libfuzzer", "tsan",
+                                                                              self.bug))
+            built = targets_mod.build([CONCURRENT_TARGET], "libfuzzer", "tsan", tsan_dir, log,
+                                      self.bug)
+            self.binaries[TSAN_UNIT] = built[CONCURRENT_TARGET]
         if self.engine == "afl" and self.merge:
             # Merging AFL++'s queue into the corpus needs libFuzzer's -merge=1.
             merge_dir = os.path.join(self.out, "bin",
@@ -383,29 +432,31 @@ class Campaign:
                                                     merge_dir, log)
         else:
             self.merge_binaries = self.binaries if self.engine == "libfuzzer" else {}
+        if TSAN_UNIT in self.units and self.merge_binaries is not self.binaries:
+            self.merge_binaries[TSAN_UNIT] = self.binaries[TSAN_UNIT]
 
     # -- run --------------------------------------------------------------------------------
 
     def plan(self):
         """Run units in rotation: with fewer targets than jobs, a target gets several."""
-        per_target = max(1, self.jobs // len(self.targets))
-        return [(t, per_target) for t in self.targets]
+        per_target = max(1, self.jobs // len(self.units))
+        return [(t, per_target) for t in self.units]
 
     def run(self):
-        for t in self.targets:
+        for t in self.units:
             for sub in ("corpus", "artifacts", "logs"):
                 os.makedirs(os.path.join(self.target_dir(t), sub), exist_ok=True)
         self.results = {t: {"target": t, "seconds": 0.0, "instances": 0, "stats": {},
-                            "stopped": None} for t in self.targets}
+                            "stopped": None} for t in self.units}
         self.corpus_before = {t: count_files(os.path.join(self.target_dir(t), "corpus"))
-                              for t in self.targets}
+                              for t in self.units}
         self.artifacts_before = {t: set(list_artifacts(self.target_dir(t)))
-                                 for t in self.targets}
+                                 for t in self.units}
         queue = self.plan()
         running = []  # (target, [Instance], Stopwatch)
         free = self.jobs
         say("campaign: %d target(s), %s+%s, %s each, %d job(s); state in %s"
-            % (len(self.targets), self.sanitizer, self.engine, format_duration(self.budget),
+            % (len(self.units), self.sanitizer, self.engine, format_duration(self.budget),
                self.jobs, self.out))
         last_status = 0.0
         drawn = 0
@@ -505,9 +556,9 @@ class Campaign:
     # -- merge and findings -------------------------------------------------------------------
 
     def merge_corpora(self):
-        for t in self.targets:
+        for t in self.units:
             r = self.results[t]
-            repo_corpus = os.path.join(REPO_ROOT, "corpus", t)
+            repo_corpus = os.path.join(REPO_ROOT, "corpus", unit_target(t))
             new_dirs = [os.path.join(self.target_dir(t), "corpus")]
             afl = os.path.join(self.target_dir(t), "afl")
             if os.path.isdir(afl):
@@ -526,8 +577,8 @@ class Campaign:
             log = os.path.join(self.target_dir(t), "logs", "merge-%s.log" % self.stamp)
             argv = [binary, "-merge=1", "-timeout=%d" % INPUT_TIMEOUT,
                     "-artifact_prefix=" + os.path.join(self.target_dir(t), "artifacts") + "/"]
-            if self.known[t]["max_len"]:
-                argv.append("-max_len=%d" % self.known[t]["max_len"])
+            if self.known[unit_target(t)]["max_len"]:
+                argv.append("-max_len=%d" % self.known[unit_target(t)]["max_len"])
             argv += [repo_corpus] + [d for d in new_dirs if os.path.isdir(d)]
             # Ctrl-C during the merge would leave nothing worse than fewer additions, but the
             # user asked for a summary: the merge is short, let it finish.
@@ -535,7 +586,8 @@ class Campaign:
             try:
                 with open(log, "wb") as out:
                     proc = subprocess.run(argv, cwd=self.target_dir(t), stdout=out,
-                                          stderr=subprocess.STDOUT, env=targets_mod.fuzz_env(),
+                                          stderr=subprocess.STDOUT,
+                                          env=targets_mod.fuzz_env(unit_env(t)),
                                           start_new_session=True)
             finally:
                 signal.signal(signal.SIGINT, old)
@@ -553,7 +605,7 @@ class Campaign:
     def process_findings(self):
         fdir = os.path.join(self.out, "findings")
         self.new_findings = []
-        for t in self.targets:
+        for t in self.units:
             r = self.results[t]
             r["findings_new"] = 0
             r["artifacts"] = 0
@@ -561,12 +613,13 @@ class Campaign:
                      if p not in self.artifacts_before[t]]
             r["artifacts"] = len(fresh)
             for path in fresh:
-                meta = {"target": t, "engine": self.engine, "sanitizer": self.sanitizer,
+                meta = {"target": unit_target(t), "engine": self.engine,
+                        "sanitizer": unit_sanitizer(t, self.sanitizer), "env": unit_env(t),
                         "bug": self.bug, "commit": targets_mod.git_commit(),
                         "time": findings.now(), "artifact": os.path.basename(path)}
                 report, fallback, meta_more = examine_artifact(
                     self.binaries[t], self.engine, path, os.path.join(self.target_dir(t), "logs"),
-                    cwd=self.target_dir(t), tries=replay_tries(t))
+                    cwd=self.target_dir(t), tries=replay_tries(t), env=unit_env(t))
                 meta.update(meta_more)
                 directory, new = findings.write_finding(fdir, path, report, meta, fallback)
                 if new:
@@ -575,11 +628,12 @@ class Campaign:
 
     def summary(self):
         rows = []
-        for t in self.targets:
+        for t in self.units:
             r = self.results[t]
             s = r["stats"] or {}
             rows.append({
-                "target": t, "engine": self.engine, "sanitizer": self.sanitizer,
+                "target": t, "engine": self.engine,
+                "sanitizer": unit_sanitizer(t, self.sanitizer),
                 "bug": self.bug, "seconds": round(r["seconds"], 1), "jobs": r["instances"],
                 "execs": s.get("execs", 0),
                 "execs_per_sec": int(s.get("execs", 0) / r["seconds"]) if r["seconds"] else 0,
@@ -651,10 +705,10 @@ def original_report(logs_dir, artifact):
     return None, None
 
 
-def replay(binary, engine, path, cwd, tries):
+def replay(binary, engine, path, cwd, tries, env=None):
     """Runs the artifact up to `tries` times, stopping at the first failure.
     Returns (runs, failed: bool, output of the failing run or of the last clean one)."""
-    env = targets_mod.fuzz_env()
+    env = targets_mod.fuzz_env(env)
     argv = [binary, path]
     if engine == "libfuzzer":
         argv = [binary, "-timeout=%d" % INPUT_TIMEOUT, "-runs=1", path]
@@ -673,14 +727,14 @@ def replay(binary, engine, path, cwd, tries):
     return tries, False, text
 
 
-def examine_artifact(binary, engine, path, logs_dir, cwd, tries):
+def examine_artifact(binary, engine, path, logs_dir, cwd, tries, env=None):
     """What is kept of one artifact: (report text, fallback kind, metadata).
 
     The report is the fuzzer's own, from its log, when one names the artifact, with the replay
     after it; else the failing replay's. A finding that did not fail again keeps the fuzzer's
     report and says so ("replayed": "0/N")."""
     log, report = original_report(logs_dir, path)
-    runs, failed, replay_text = replay(binary, engine, path, cwd, tries)
+    runs, failed, replay_text = replay(binary, engine, path, cwd, tries, env)
     fallback = findings.kind_from_artifact_name(os.path.basename(path))
     verdict = ("failed again on replay %d of %d" % (runs, tries) if failed else
                "did not fail again in %d replay%s: flaky or timing-dependent"
@@ -702,9 +756,9 @@ def examine_artifact(binary, engine, path, logs_dir, cwd, tries):
 def print_summary(data, new_dirs=()):
     print()
     head = ("target", "time", "execs", "exec/s", "cov", "ft", "corpus", "merged", "findings")
-    fmt = "%-22s %7s %10s %8s %6s %7s %13s %6s %8s"
+    fmt = "%-26s %7s %10s %8s %6s %7s %13s %6s %8s"
     print(fmt % head)
-    print(fmt % tuple("-" * n for n in (22, 7, 10, 8, 6, 7, 13, 6, 8)))
+    print(fmt % tuple("-" * n for n in (26, 7, 10, 8, 6, 7, 13, 6, 8)))
     for r in data["targets"]:
         corpus = "%d" % r["corpus_after"] if not data["merged_into_corpus"] else \
             "%d -> %d" % (r["corpus_before"], r["corpus_after"])

@@ -140,8 +140,8 @@ class Run:
         self.state = findings.crash_state(self.parsed) if self.failed else None
 
 
-def run_input(binary, path, trace=True, timeout=RUN_TIMEOUT):
-    env = targets_mod.fuzz_env({"ZFUZZ_EXPLAIN": "1" if trace else "0"})
+def run_input(binary, path, trace=True, timeout=RUN_TIMEOUT, extra_env=None):
+    env = targets_mod.fuzz_env(dict(extra_env or {}, ZFUZZ_EXPLAIN="1" if trace else "0"))
     try:
         proc = subprocess.run([binary, path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=env, timeout=timeout)
@@ -322,8 +322,13 @@ def run_repro(args):
     say("reproducing %s: target %s, %s%s" % (args.file, target, sanitizer,
                                             ", injected bug " + bug if bug else ""))
     replay = build_replay(target, sanitizer, bug, out)
-    first = run_input(replay, args.file)
-    results = [first] + [run_input(replay, args.file, trace=False) for _ in range(runs - 1)]
+    # The environment the finding ran in (a TSan campaign forces the free-running mode).
+    extra = meta.get("env") if isinstance(meta.get("env"), dict) else None
+    if extra:
+        say("environment of the finding: %s" % " ".join("%s=%s" % kv for kv in sorted(extra.items())))
+    first = run_input(replay, args.file, extra_env=extra)
+    results = [first] + [run_input(replay, args.file, trace=False, extra_env=extra)
+                         for _ in range(runs - 1)]
     print_run(first)
     failed = [r for r in results if r.failed]
     same = [r for r in failed if r.state == first.state]

@@ -10,8 +10,10 @@
 // lookup. Any free makes every thread's memo miss once; pools are freed rarely.
 //
 // A memo gives the answer kmem_cache_owns() would give at the moment the count was last read: a
-// free that races with the call is as undetected as it is without the memo (the call is then a
-// misuse racing with a destroy, which the pool's own in-flight count handles).
+// free that races with the call is as undetected as it is without the memo. The call is then a
+// misuse racing with a destroy, and the pool's in-flight count catches it: that count lives in
+// the pool cache's type-stable slot (kmem_cache_slot_ref), not in the pool, so the call finds it
+// dying even after the pool's memory was freed.
 #ifndef ZPOOL_KERNEL_LIVE_MEMO_H_
 #define ZPOOL_KERNEL_LIVE_MEMO_H_
 

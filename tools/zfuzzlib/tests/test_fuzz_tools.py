@@ -11,7 +11,7 @@ import tempfile
 import unittest
 from contextlib import redirect_stderr, redirect_stdout
 
-from zfuzzlib import cli, corpus, findings, fuzz, repro, targets
+from zfuzzlib import cli, corpus, explorer, findings, fuzz, repro, targets
 from zfuzzlib.common import REPO_ROOT, ZfuzzError
 
 BUG_REPORT = """\
@@ -314,6 +314,85 @@ class NonReplayingFindingTest(unittest.TestCase):
         self.assertEqual(meta["replayed"], "1/1")
         self.assertIn("failed again on replay 1 of 3", report)
         self.assertEqual(findings.parse_report(report)["kind"], "BUG in remove")
+
+
+EXPLORER_OUTPUT = """\
+explore: 53 scenario(s), preemption bounds 0..2 in passes, sleep sets
+explore: pass at bound 0 done: 57 executions so far, 0.1s
+
+== FAILED: zsmalloc/registered/zpool-create|unregister (create racing unregister) at preemption bound 1, after 6.87s ==
+not linearizable: this execution observed
+    t0: zpool-create=ok; t1: unregister=rc0; ...
+== interleaving (1 preemptions) ==
+t0                                                        t1
+GetDriver zpool.cc:159 lock-acquire
+replay: explore --replay 'zsmalloc/registered/zpool-create|unregister' --schedule 0x5.1x3.0x40
+
+------------[ cut here ]------------
+kernel BUG at ./zpool/kernel/list.h:51! remove: BUG_ON(!n->linked()) CPU: 0 PID: 1
+== schedule (systematic, 12 points, 2 preemptions) ==
+t0                                                        t1
+schedule: 0x1.1x8.0x2
+explore: FAILED (crash) in scenario 'zbud/buddies/free1|reclaim' at preemption bound 2: replay it with explore --replay 'zbud/buddies/free1|reclaim' --schedule <the schedule line above>
+"""
+
+
+class ExplorerOutputTest(unittest.TestCase):
+    def test_oracle_failures_and_crashes_with_their_schedules(self):
+        found = explorer.parse_output(EXPLORER_OUTPUT)
+        self.assertEqual([(f["scenario"], f["bound"], f["kind"], f["schedule"]) for f in found],
+                         [("zsmalloc/registered/zpool-create|unregister", 1, "oracle",
+                           "0x5.1x3.0x40"),
+                          ("zbud/buddies/free1|reclaim", 2, "crash", "0x1.1x8.0x2")])
+        self.assertIn("not linearizable", found[0]["report"])
+        self.assertIn("kernel BUG at", found[1]["report"])
+
+    def test_bad_arguments(self):
+        for argv, needle in ((["explore", "--bound", "17"], "--bound"),
+                             (["explore", "--time", "soon"], "--time"),
+                             (["explore", "--replay", "x"], "--replay and --schedule"),
+                             (["explore", "--sanitizer", "nosan", "--replay", "x", "--schedule",
+                               "0x1"], "--sanitizer")):
+            out, err = io.StringIO(), io.StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                code = cli.main(argv + ["--out", tempfile.mkdtemp()])
+            self.assertEqual(code, 2, (argv, err.getvalue()))
+            self.assertIn(needle, err.getvalue(), argv)
+
+
+class CampaignUnitsTest(unittest.TestCase):
+    def test_the_tsan_unit(self):
+        self.assertEqual(fuzz.unit_target("zpool_concurrent_fuzz+tsan"), "zpool_concurrent_fuzz")
+        self.assertEqual(fuzz.unit_sanitizer("zpool_concurrent_fuzz+tsan", "asan"), "tsan")
+        self.assertEqual(fuzz.unit_sanitizer("zbud_api_fuzz", "asan"), "asan")
+        self.assertEqual(fuzz.unit_env("zpool_concurrent_fuzz+tsan"),
+                         {"ZFUZZ_CONCURRENT_MODE": "free"})
+        self.assertIsNone(fuzz.unit_env("zpool_concurrent_fuzz"))
+
+    def campaign(self, *extra):
+        parser = cli._build_parser()
+        return fuzz.Campaign(parser.parse_args(["fuzz", "--out", tempfile.mkdtemp()] + list(extra)))
+
+    def test_units_of_a_campaign(self):
+        self.assertIn(fuzz.TSAN_UNIT, self.campaign().units)
+        self.assertNotIn(fuzz.TSAN_UNIT, self.campaign("--no-tsan").units)
+        self.assertNotIn(fuzz.TSAN_UNIT, self.campaign("--sanitizer", "tsan").units)
+        self.assertNotIn(fuzz.TSAN_UNIT, self.campaign("--engine", "afl").units)
+        self.assertNotIn(fuzz.TSAN_UNIT, self.campaign("zbud_api_fuzz").units)
+
+    def test_from_empty_refuses_an_old_corpus_and_uses_no_seeds(self):
+        out = tempfile.mkdtemp()
+        parser = cli._build_parser()
+        c = fuzz.Campaign(parser.parse_args(["fuzz", "zbud_api_fuzz", "--from-empty", "--out",
+                                             out]))
+        self.assertEqual(c.seed_dirs("zbud_api_fuzz"), [])
+        os.makedirs(os.path.join(out, "targets", "zbud_api_fuzz", "corpus"))
+        with open(os.path.join(out, "targets", "zbud_api_fuzz", "corpus", "x"), "wb") as f:
+            f.write(b"x")
+        with self.assertRaises(ZfuzzError) as ctx:
+            fuzz.Campaign(parser.parse_args(["fuzz", "zbud_api_fuzz", "--from-empty", "--out",
+                                             out]))
+        self.assertIn("--from-empty", str(ctx.exception))
 
 
 class StatusParsingTest(unittest.TestCase):

@@ -54,21 +54,24 @@ class SourceListTest(unittest.TestCase):
         cls.lists = build_sh_list()
 
     def test_every_listed_source_exists_once(self):
-        listed = [f for g in ("kernel", "allocator", "driver", "oplang") for f in self.lists[g]]
+        listed = [f for g in ("kernel", "allocator", "driver", "oplang", "explore")
+                  for f in self.lists[g]]
         self.assertEqual(len(listed), len(set(listed)))
         for f in listed:
             self.assertTrue(os.path.isfile(os.path.join(ROOT, f)), f)
 
     def test_every_library_source_on_disk_is_listed(self):
-        listed = {f for g in ("kernel", "allocator", "driver", "oplang") for f in self.lists[g]}
+        listed = {f for g in ("kernel", "allocator", "driver", "oplang", "explore")
+                  for f in self.lists[g]}
         on_disk = set()
-        for pattern in ("zpool/kernel/*.cc", "zpool/*.cc", "fuzz/api/*.cc"):
+        for pattern in ("zpool/kernel/*.cc", "zpool/*.cc", "fuzz/api/*.cc", "fuzz/explore/*.cc"):
             for path in glob.glob(os.path.join(ROOT, pattern)):
                 rel = os.path.relpath(path, ROOT)
                 if not rel.endswith("_test.cc"):
                     on_disk.add(rel)
-        # fuzz/api/seeds.cc is //fuzz/api:generate_seeds, a tool, not a library.
-        self.assertEqual(on_disk - {"fuzz/api/seeds.cc"}, listed)
+        # fuzz/api/seeds.cc is //fuzz/api:generate_seeds and fuzz/explore/explore_main.cc
+        # //fuzz/explore:explore: tools, not libraries.
+        self.assertEqual(on_disk - {"fuzz/api/seeds.cc", "fuzz/explore/explore_main.cc"}, listed)
 
     def test_lists_match_the_build_files(self):
         kernel = library_srcs(read("zpool", "kernel", "BUILD"), "zfuzz_cc_library", "kernel")
@@ -86,6 +89,9 @@ class SourceListTest(unittest.TestCase):
         self.assertIn("alwayslink = True", read("zpool", "zpool.bzl"))
         oplang = library_srcs(read("fuzz", "api", "BUILD"), "cc_library", "oplang")
         self.assertEqual(sorted("fuzz/api/" + s for s in oplang), sorted(self.lists["oplang"]))
+        explore = library_srcs(read("fuzz", "explore", "BUILD"), "cc_library", "scenario")
+        self.assertEqual(sorted("fuzz/explore/" + s for s in explore),
+                         sorted(self.lists["explore"]))
 
     def test_no_defines_to_replicate(self):
         # build.sh compiles the base variant with no -D of its own besides OSS-Fuzz's: that holds
