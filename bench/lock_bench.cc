@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // The cost of the kernel layer's lock-order checker (zpool/kernel/lock.h): uncontended
-// acquire+release with kc::lockdep::SetEnabled(true) and (false), in ns per acquire+release.
+// acquire+release with kc::lockdep::SetEnabled(true) and (false), in ns per acquire+release;
+// and the cost of a scheduling point (zpool/kernel/sched.h) when no scheduler is installed, the
+// state of every run outside the scheduled fuzz modes: ns per point, over an empty loop.
 //
 //   lock_bench [--iters N] [--reps R]
 //
@@ -20,6 +22,7 @@
 
 #include "zpool/kernel/kernel.h"
 #include "zpool/kernel/lock.h"
+#include "zpool/kernel/sched.h"
 
 namespace {
 
@@ -75,6 +78,25 @@ void Mutex(long iters) {
   for (long i = 0; i < iters; i++) {
     mutex_lock(&g_mutex);
     mutex_unlock(&g_mutex);
+  }
+}
+
+long g_word;
+
+// Eight scheduling points per iteration (a protocol atomic's point, as the allocators make them).
+[[gnu::noinline]] void Points(long iters) {
+  for (long i = 0; i < iters; i++) {
+    for (int k = 0; k < 8; k++) {
+      kc::sched_atomic(&g_word);
+      asm volatile("" ::: "memory");
+    }
+  }
+}
+
+// The same loop without the points.
+[[gnu::noinline]] void NoPoints(long iters) {
+  for (long i = 0; i < iters; i++) {
+    for (int k = 0; k < 8; k++) asm volatile("" ::: "memory");
   }
 }
 
@@ -136,6 +158,14 @@ int main(int argc, char **argv) {
            Median(on), Median(off));
     first = false;
   }
-  printf("}, \"warnings\": %lu}\n", kc_warn_count());
+  std::vector<double> with, without;
+  for (int r = 0; r < reps; r++) {
+    with.push_back(TimeNs(Points, iters) / 8);
+    without.push_back(TimeNs(NoPoints, iters) / 8);
+  }
+  printf("}, \"sched_point\": {\"point_ns\": %.3f, \"empty_ns\": %.3f, \"cost_ns\": %.3f, "
+         "\"point_median_ns\": %.3f}",
+         Min(with), Min(without), Min(with) - Min(without), Median(with));
+  printf(", \"warnings\": %lu}\n", kc_warn_count());
   return kc_warn_count() == 0 ? 0 : 1;
 }

@@ -536,6 +536,11 @@ def format_report(report):
         rows = [[name, "%.1f" % c["on_ns"], "%.1f" % c["off_ns"], "%+.1f" % c["overhead_ns"]]
                 for name, c in lock.get("cases", {}).items()]
         lines.append(_table(["lock", "on", "off", "cost"], rows))
+        point = lock.get("sched_point")
+        if point:
+            lines.append("scheduling point with no scheduler installed: %.2f ns per point "
+                         "(%.2f ns with it, %.2f without; the target is <= 2 ns)"
+                         % (point["cost_ns"], point["point_ns"], point["empty_ns"]))
 
     # Fuzzing.
     fuzz = report.get("fuzz")

@@ -164,6 +164,32 @@ def build_libfuzzer(target, sanitizer, bug, out):
                              os.path.join(out, "build.log"), bug)[target]
 
 
+_THREAD_LINE_RE = re.compile(r"^\s*\[t(\d+)\] (.*)$")
+
+
+def thread_columns(calls, width=None):
+    """The call lines of a threaded run as one column per thread (the lines carry "[tN] "
+    prefixes; the scheduled modes run one thread at a time, so the order down the page is the
+    order they ran in). Lines without a prefix (set-up, teardown) span the page. [] when the run
+    has fewer than two threads' lines."""
+    threads = sorted({int(m.group(1)) for m in (_THREAD_LINE_RE.match(l) for l in calls) if m})
+    if len(threads) < 2:
+        return []
+    column = {t: i for i, t in enumerate(threads)}
+    width = width or (58 if len(threads) == 2 else 40 if len(threads) == 3 else 30)
+    out = ["".join(("t%d" % t).ljust(width) for t in threads).rstrip()]
+    for line in calls:
+        m = _THREAD_LINE_RE.match(line)
+        if not m:
+            out.append(line.strip())
+            continue
+        text = m.group(2)
+        if len(text) > width - 2:
+            text = text[:width - 5] + "..."
+        out.append(" " * (width * column[int(m.group(1))]) + text)
+    return out
+
+
 def print_run(run):
     print("== report ==")
     body = [l for l in run.report_lines if l.strip()]
@@ -174,6 +200,11 @@ def print_run(run):
     print("== operations (%d call lines) ==" % len(run.calls))
     for line in run.calls:
         print(line)
+    columns = thread_columns(run.calls)
+    if columns:
+        print("== the threads' calls, side by side (switches marked ~~) ==")
+        for line in columns:
+            print(line)
 
 
 def minimize(binary_lf, replay, path, state, budget, out, target):
@@ -216,6 +247,8 @@ def minimize(binary_lf, replay, path, state, budget, out, target):
             return run.failed and run.state == state
 
         best = ddmin(best, same_failure, deadline)
+        if target == CONCURRENT_TARGET:
+            best = fewer_preemptions(best, replay, probe, state, deadline)
         with open(path, "rb") as f:
             if best == f.read():
                 return None
@@ -228,6 +261,52 @@ def minimize(binary_lf, replay, path, state, budget, out, target):
         return dest
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+CONCURRENT_TARGET = "zpool_concurrent_fuzz"
+_PREEMPTIONS_RE = re.compile(r"== schedule \(\w+, \d+ points, (\d+) preemptions\) ==")
+
+
+def preemptions_of(text):
+    """The preemption count a scheduled run's report prints (None: not a scheduled run)."""
+    m = _PREEMPTIONS_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def fewer_preemptions(data, replay, probe, state, deadline):
+    """After delta debugging, the schedule: a decision byte that switches threads (>= 0x80)
+    becomes one that stays (0x00) wherever the failure, with its crash state, survives it with no
+    more preemptions. For input-driven schedules this removes the switches the bug does not need
+    (one replay per switching byte, last first)."""
+    def run(candidate):
+        with open(probe, "wb") as f:
+            f.write(candidate)
+        r = run_input(replay, probe, trace=False, timeout=60)
+        return r if r.failed and r.state == state else None
+
+    first = run(data)
+    if first is None:
+        return data
+    best, count = bytearray(data), preemptions_of(first.text)
+    if count is None:
+        return data
+    start = count
+    for i in range(len(best) - 1, -1, -1):
+        if time.monotonic() >= deadline or count == 0:
+            break
+        if best[i] < 0x80:
+            continue
+        candidate = bytearray(best)
+        candidate[i] = 0
+        r = run(bytes(candidate))
+        if r is None:
+            continue
+        n = preemptions_of(r.text)
+        if n is not None and n <= count:
+            best, count = candidate, n
+    if count < start:
+        say("preemptions: %d -> %d" % (start, count))
+    return bytes(best)
 
 
 def ddmin(data, fails, deadline):

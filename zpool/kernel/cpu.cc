@@ -131,7 +131,7 @@ const char *kc_might_sleep_message(void) {
   return buf;
 }
 
-void cond_resched(const std::source_location &site) {
+void cond_resched(const kc::Site &site) {
   might_sleep();
   kc::sched_point(kc::SchedEvent::kYield, nullptr, site);
 }

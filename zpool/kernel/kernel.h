@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include <source_location>
+#include "zpool/kernel/site.h"
 
 // ---- Basic types ----------------------------------------------------------------------------
 typedef uint8_t u8;
@@ -176,7 +176,7 @@ void preempt_disable(void);
 void preempt_enable(void);
 int preempt_count(void);
 // A scheduling point (kc::SchedEvent::kYield at the caller's site); might_sleep() first.
-void cond_resched(const std::source_location &site = std::source_location::current());
+void cond_resched(const kc::Site &site = kc::Site::current());
 
 // might_sleep() is also a macro, like the kernel's, so that the report names the caller (its
 // file, line and function, and its frame on top of the stack); &might_sleep is the function.

@@ -13,7 +13,7 @@
 //     the classic logic race, and the gap is where another thread must be able to run;
 //   - on every spin of a contended wait (kWait), naming what it waits for.
 // Each point carries its object (the lock or word; nullptr when there is none) and its site, the
-// source location of the call that reached it (std::source_location, no macro), so a schedule
+// source location of the call that reached it (kc::Site, no macro), so a schedule
 // can be printed as call sites and switches can be counted as site pairs (interleaving
 // coverage). With no hook installed a point is one relaxed load and a not-taken branch
 // (bench/lock_bench.cc prints the figure).
@@ -26,7 +26,8 @@
 #define ZPOOL_KERNEL_SCHED_H_
 
 #include <atomic>
-#include <source_location>
+
+#include "zpool/kernel/site.h"
 
 namespace kc {
 
@@ -45,12 +46,10 @@ inline constexpr int kSchedEvents = 9;
 
 const char *SchedEventName(SchedEvent event);
 
-using Site = std::source_location;
-
 struct SchedPoint {
   SchedEvent event;
   const void *obj;
-  Site site;  // a pointer to static data: cheap to copy, valid for the whole run
+  Site site;  // pointers to static strings: valid for the whole run
 };
 
 using SchedHook = void (*)(const SchedPoint &point);

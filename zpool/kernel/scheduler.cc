@@ -37,6 +37,7 @@ std::string ShortFunction(const char *pretty) {
   if (paren != std::string::npos) s.resize(paren);
   size_t space = s.rfind(' ');
   if (space != std::string::npos) s.erase(0, space + 1);
+  while (!s.empty() && (s[0] == '*' || s[0] == '&')) s.erase(0, 1);  // a returned pointer
   return s.empty() ? "?" : s;
 }
 

@@ -360,6 +360,28 @@ class ExplorerOutputTest(unittest.TestCase):
             self.assertIn(needle, err.getvalue(), argv)
 
 
+class ScheduledFindingTest(unittest.TestCase):
+    CALLS = ["  pool0 = zs_create_pool(\"pool0\")",
+             "  [t0] zs_free(pool0, h0)",
+             "  [t0] ~~ preempted at percpu_ref.h:68 (atomic); t1 runs ~~",
+             "  [t1] zs_compact(pool0) = 1",
+             "  ~~ finished; t0 runs ~~"]
+
+    def test_columns(self):
+        cols = repro.thread_columns(self.CALLS, width=40)
+        self.assertEqual(cols[0], "t0" + " " * 38 + "t1")
+        self.assertEqual(cols[1], 'pool0 = zs_create_pool("pool0")')
+        self.assertEqual(cols[2], "zs_free(pool0, h0)")
+        self.assertTrue(cols[4].startswith(" " * 40 + "zs_compact"), cols[4])
+        self.assertTrue(cols[3].endswith("..."), cols[3])  # cut to its column
+        self.assertEqual(repro.thread_columns(["  [t0] a", "  b"]), [])
+
+    def test_preemptions_of_a_report(self):
+        self.assertEqual(repro.preemptions_of("x\n== schedule (pct, 495 points, 4 preemptions) ==\n"),
+                         4)
+        self.assertIsNone(repro.preemptions_of("kernel BUG at x"))
+
+
 class CampaignUnitsTest(unittest.TestCase):
     def test_the_tsan_unit(self):
         self.assertEqual(fuzz.unit_target("zpool_concurrent_fuzz+tsan"), "zpool_concurrent_fuzz")
