@@ -29,7 +29,12 @@ PACKAGES = [
     # Benchmarks: compressors, the allocators we compare against, Google Benchmark, charts.
     "liblz4-dev", "libzstd-dev", "libjemalloc-dev", "libmimalloc-dev", "libbenchmark-dev",
     "gnuplot-nox",
+    # The kernel's own allocator files (mm/zsmalloc.c and friends, Linux 6.12 LTS) for
+    # zpool/upstream: a tarball under /usr/src, installed without its recommended build tools.
+    "linux-source-6.12",
 ]
+# Installed with --no-install-recommends: only the package itself is needed.
+NO_RECOMMENDS = {"linux-source-6.12"}
 
 LLVM_SOURCE_PACKAGE = "llvm-toolchain-19"
 # The parts of the LLVM source tree that a libc++/libc++abi runtimes build reads.
@@ -77,8 +82,14 @@ def install_packages():
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(_privileged(["apt-get", "update"]), env=env, step="step packages (apt-get update)",
         capture=True)
-    run(_privileged(["apt-get", "install", "-y"] + missing), env=env,
-        step="step packages (apt-get install)", capture=True)
+    plain = [p for p in missing if p not in NO_RECOMMENDS]
+    bare = [p for p in missing if p in NO_RECOMMENDS]
+    if plain:
+        run(_privileged(["apt-get", "install", "-y"] + plain), env=env,
+            step="step packages (apt-get install)", capture=True)
+    if bare:
+        run(_privileged(["apt-get", "install", "-y", "--no-install-recommends"] + bare), env=env,
+            step="step packages (apt-get install --no-install-recommends)", capture=True)
     still = missing_packages(missing)
     if still:
         raise ZfuzzError("step packages: still missing after apt-get install: " + " ".join(still))

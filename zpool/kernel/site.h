@@ -16,6 +16,10 @@ class Site {
                                 unsigned line = __builtin_LINE()) {
     return Site(file, function, line);
   }
+  // A site named explicitly (a C caller's __FILE__, __func__, __LINE__).
+  static constexpr Site At(const char *file, const char *function, unsigned line) {
+    return Site(file, function, line);
+  }
   constexpr const char *file_name() const { return file_; }
   constexpr const char *function_name() const { return function_; }
   constexpr unsigned line() const { return line_; }

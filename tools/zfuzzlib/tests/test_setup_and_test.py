@@ -63,6 +63,35 @@ class DebSrcTest(unittest.TestCase):
         self.assertIn("-Wl,-rpath,/cache/libcxx/install/lib", text)
 
 
+class InstallPackagesTest(unittest.TestCase):
+    def test_the_kernel_source_comes_without_its_recommends(self):
+        calls = []
+        installed = set()
+
+        def fake_run(argv, **kwargs):
+            calls.append(argv)
+            if "install" in argv:
+                installed.update(a for a in argv if not a.startswith("-") and a not in
+                                 ("apt-get", "install", "sudo"))
+
+        def fake_missing(packages=setup.PACKAGES):
+            return [p for p in packages if p not in installed]
+
+        saved = setup.run, setup.missing_packages, setup.os.geteuid
+        setup.run, setup.missing_packages, setup.os.geteuid = fake_run, fake_missing, lambda: 0
+        try:
+            setup.install_packages()
+        finally:
+            setup.run, setup.missing_packages, setup.os.geteuid = saved
+        installs = [argv for argv in calls if "install" in argv]
+        self.assertEqual(len(installs), 2)
+        plain, bare = installs
+        self.assertNotIn("linux-source-6.12", plain)
+        self.assertNotIn("--no-install-recommends", plain)
+        self.assertEqual(bare[-2:], ["--no-install-recommends", "linux-source-6.12"])
+        self.assertIn("clang-19", plain)
+
+
 class ConfigArgumentTest(unittest.TestCase):
     def test_known_configs(self):
         self.assertEqual(testcmd.parse_configs("asan, tsan"), ["asan", "tsan"])
