@@ -30,6 +30,9 @@ GENERATORS = {
     "zbud_api_fuzz": ("//fuzz/api:generate_seeds", ["zbud_api_fuzz"]),
     "zsmalloc_api_fuzz": ("//fuzz/api:generate_seeds", ["zsmalloc_api_fuzz"]),
     "zpool_api_fuzz": ("//fuzz/api:generate_seeds", ["zpool_api_fuzz"]),
+    # The kernel's own files (needs @linux_source): seeds.cc built with the upstream kinds.
+    "upstream_api_fuzz": ("//fuzz/api:generate_upstream_seeds", ["upstream_api_fuzz"]),
+    "upstream_diff_fuzz": ("//fuzz/api:generate_upstream_seeds", ["upstream_diff_fuzz"]),
     # These harnesses decode a few choices with FuzzedDataProvider directly; their seed programs
     # are written here with the FuzzedDataProvider encoder (corpus/fdp.py), in the order the
     # harness reads them (see each harness's LLVMFuzzerTestOneInput).

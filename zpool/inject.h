@@ -26,6 +26,15 @@
 //                     re-lists or frees the page in the next, so a zbud_free() in between sees a
 //                     page off every list and not under reclaim (the kernel does both under one
 //                     hold of pool->lock)
+// and fidelity bugs: the model stays consistent with itself (its validator, the shadow model and
+// the contents all agree), it just is not the kernel any more; only the exact differential
+// against the kernel's own files (upstream_diff_fuzz) can see them:
+//   fullness_ratio    zsmalloc: the fullness group rounds the in-use ratio up, not down (the
+//                     kernel's fix_fullness_group() arithmetic), so zspages sit one group high
+//   first_object      zsmalloc: a new zspage's free list starts at its second object and ends
+//                     at its first, so objects land at other offsets than the kernel's
+//   compact_dst_order zsmalloc: compaction takes its destination from the emptiest zspages, as
+//                     it takes its source (the kernel fills the fullest first)
 #ifndef ZPOOL_INJECT_H_
 #define ZPOOL_INJECT_H_
 
@@ -57,6 +66,16 @@
 #define ZFUZZ_BUG_RECLAIM_RECHECK 0
 #endif
 
+#ifndef ZFUZZ_BUG_FULLNESS_RATIO
+#define ZFUZZ_BUG_FULLNESS_RATIO 0
+#endif
+#ifndef ZFUZZ_BUG_FIRST_OBJECT
+#define ZFUZZ_BUG_FIRST_OBJECT 0
+#endif
+#ifndef ZFUZZ_BUG_COMPACT_DST_ORDER
+#define ZFUZZ_BUG_COMPACT_DST_ORDER 0
+#endif
+
 inline constexpr bool kBugClassIndex = ZFUZZ_BUG_CLASS_INDEX;
 inline constexpr bool kBugSpanCopyback = ZFUZZ_BUG_SPAN_COPYBACK;
 inline constexpr bool kBugCompactUnlocked = ZFUZZ_BUG_COMPACT_UNLOCKED;
@@ -66,5 +85,8 @@ inline constexpr bool kBugFreeLockGap = ZFUZZ_BUG_FREE_LOCK_GAP;
 inline constexpr bool kBugMapLockGap = ZFUZZ_BUG_MAP_LOCK_GAP;
 inline constexpr bool kBugDriverRefGap = ZFUZZ_BUG_DRIVER_REF_GAP;
 inline constexpr bool kBugReclaimRecheck = ZFUZZ_BUG_RECLAIM_RECHECK;
+inline constexpr bool kBugFullnessRatio = ZFUZZ_BUG_FULLNESS_RATIO;
+inline constexpr bool kBugFirstObject = ZFUZZ_BUG_FIRST_OBJECT;
+inline constexpr bool kBugCompactDstOrder = ZFUZZ_BUG_COMPACT_DST_ORDER;
 
 #endif  // ZPOOL_INJECT_H_

@@ -679,7 +679,9 @@ int get_fullness_group(const size_class *cls, const zspage *z) {
   if (inuse == cls->objs_per_zspage) return ZS_INUSE_RATIO_100;
   // One object out of 127 is a 0% ratio in integer arithmetic; it belongs to _10.
   int ratio = 100 * inuse / cls->objs_per_zspage;
-  return ratio / 10 + 1;
+  if (kBugFullnessRatio)  // injected (zpool/inject.h): rounds the ratio up
+    ratio = (100 * inuse + cls->objs_per_zspage - 1) / cls->objs_per_zspage;
+  return std::min(ratio / 10 + 1, static_cast<int>(ZS_INUSE_RATIO_99));
 }
 
 void insert_zspage(size_class *cls, zspage *z, int fullness) KC_REQUIRES(cls->lock) {
@@ -726,6 +728,7 @@ zspage *isolate_src_zspage(size_class *cls) KC_REQUIRES(cls->lock) {
 }
 
 zspage *isolate_dst_zspage(size_class *cls) KC_REQUIRES(cls->lock) {
+  if (kBugCompactDstOrder) return isolate_src_zspage(cls);  // injected (zpool/inject.h)
   for (int fg = ZS_INUSE_RATIO_99; fg >= ZS_INUSE_RATIO_10; fg--) {
     if (zspage *z = cls->fullness_list[fg].front()) {
       remove_zspage(cls, z);
@@ -797,6 +800,16 @@ void init_zspage(const size_class *cls, zspage *z) {
     off %= PAGE_SIZE;
   }
   z->freeobj = 0;
+  if (kBugFirstObject && nr_objs > 1) {
+    // Injected (zpool/inject.h): the list runs 1, 2, .., n - 1, 0.
+    const unsigned long last = static_cast<unsigned long>(nr_objs - 1) *
+                               static_cast<unsigned long>(cls->size);
+    struct page *p = z->first_page;
+    for (unsigned long i = 0; i < last / PAGE_SIZE; i++) p = get_next_page(p);
+    raw_write_word(page_addr(p) + last % PAGE_SIZE, 0);
+    raw_write_word(page_addr(z->first_page), FREE_LIST_END);
+    z->freeobj = 1;
+  }
 }
 
 zspage *alloc_zspage(zs_pool *pool, const size_class *cls, gfp_t gfp) {
@@ -1733,6 +1746,22 @@ int zs_lookup_class(struct zs_pool *pool, size_t size, struct zs_class_info *inf
   info->pages_per_zspage = cls->pages_per_zspage;
   info->objs_per_zspage = cls->objs_per_zspage;
   info->huge = cls->objs_per_zspage == 1 && cls->pages_per_zspage == 1;
+  return 0;
+}
+
+int zs_class_stats(struct zs_pool *pool, int index, struct zs_class_stats *stats) {
+  ZS_ENTER_POOL(pool, -EINVAL, "zs_class_stats(%p, %d)", static_cast<void *>(pool), index);
+  if (index < 0 || index >= ZS_SIZE_CLASSES) return -EINVAL;
+  size_class *cls = pool->size_class_of[index];
+  static_assert(int{ZS_FULLNESS_GROUPS} == int{NR_FULLNESS_GROUPS}, "the header's group count");
+  kc::SpinLockGuard guard(cls->lock);
+  stats->index = static_cast<int>(cls->index);
+  stats->size = static_cast<unsigned int>(cls->size);
+  stats->pages_per_zspage = cls->pages_per_zspage;
+  stats->objs_per_zspage = cls->objs_per_zspage;
+  for (int fg = 0; fg < NR_FULLNESS_GROUPS; fg++) stats->zspages[fg] = cls->stats[fg];
+  stats->objs_allocated = cls->stats[ZS_OBJS_ALLOCATED];
+  stats->objs_inuse = cls->stats[ZS_OBJS_INUSE];
   return 0;
 }
 

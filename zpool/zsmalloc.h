@@ -46,6 +46,21 @@ struct zs_class_info {
   bool huge;
 };
 int zs_lookup_class(struct zs_pool *pool, size_t size, struct zs_class_info *info);
+// A class's geometry and statistics as the kernel counts them (its debugfs "classes" file): zspages in each
+// fullness group (ZS_INUSE_RATIO_0, _10 .. _90, _99, _100), objects allocated and in use.
+// `index` is a class index (0 .. the last); a merged index reports the class that serves it.
+// 0, or -EINVAL past the last class.
+enum { ZS_FULLNESS_GROUPS = 12 };
+struct zs_class_stats {
+  int index;  // the class that serves `index` (itself unless merged), and its geometry
+  unsigned int size;
+  int pages_per_zspage;
+  int objs_per_zspage;
+  unsigned long zspages[ZS_FULLNESS_GROUPS];
+  unsigned long objs_allocated;
+  unsigned long objs_inuse;
+};
+int zs_class_stats(struct zs_pool *pool, int index, struct zs_class_stats *stats);
 // Checks every invariant of the pool (see zsmalloc.cc). Returns 0, or -EUCLEAN with the first
 // violation described in `why` (NUL-terminated, may be NULL).
 int zs_validate_TestOnly(struct zs_pool *pool, char *why, size_t len);

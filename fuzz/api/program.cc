@@ -56,12 +56,17 @@ struct Object {
   int id;
   size_t size;
   uint32_t gen = 0;
-  unsigned long handle[2] = {0, 0};
-  bool present[2] = {false, false};
+  unsigned long handle[kMaxSubjects] = {};
+  bool present[kMaxSubjects] = {};
+  bool PresentAnywhere() const {
+    for (bool p : present)
+      if (p) return true;
+    return false;
+  }
 };
 
 struct Slot {
-  std::unique_ptr<Subject> subjects[2];
+  std::unique_ptr<Subject> subjects[kMaxSubjects];
   bool live = false;
   bool with_evict = false;
   std::vector<Object> objects;
@@ -90,8 +95,8 @@ class Reader {
 class Runner {
  public:
   Runner(Choices &choices, uint64_t seed, const ProgramOptions &options)
-      : in_(choices), options_(options), nsub_(static_cast<int>(options.kinds.size())),
-        seed_(seed) {
+      : in_(choices), options_(options),
+        nsub_(std::min(static_cast<int>(options.kinds.size()), kMaxSubjects)), seed_(seed) {
     slots_.resize(static_cast<size_t>(options.pool_slots));
     for (int s = 0; s < options.pool_slots; s++)
       for (int k = 0; k < nsub_; k++)
@@ -103,9 +108,12 @@ class Runner {
     meta_before_ = kc_meta_in_use();
     int ops = 0;
     Create(slots_[0], /*with_evict=*/true);  // every program starts with one pool
+    const int last_op = options_.migration ? kMigrate : kMigrate - 1;
     while (ops < options_.max_ops && in_.remaining_bytes() > 0) {
-      Step(static_cast<ProgramOp>(in_.ConsumeIntegralInRange<int>(0, kOpCount - 1)));
+      Step(static_cast<ProgramOp>(in_.ConsumeIntegralInRange<int>(0, last_op)));
       ops++;
+      Quiesce();
+      if (options_.exact) CheckSamePages();
       if (options_.validate_every > 0 && ops % options_.validate_every == 0) ValidateAll();
     }
     Teardown();
@@ -238,7 +246,7 @@ class Runner {
         Slot &slot = DecodeSlot();
         unsigned arg = in_.ConsumeIntegralInRange<unsigned>(0, 4);
         int policy = in_.ConsumeIntegralInRange<int>(0, 2);
-        if (slot.live) Reclaim(slot, arg, policy);
+        if (slot.live && !options_.exact) Reclaim(slot, arg, policy);
         break;
       }
       case kStats: {
@@ -289,10 +297,23 @@ class Runner {
         }
         break;
       }
+      case kMigrate: {
+        unsigned long page = in_.ConsumeIntegralInRange<unsigned long>(0, 1023);
+        int action = in_.ConsumeIntegralInRange<int>(0, 2);
+        Migrate(page, action);
+        break;
+      }
       case kOpCount:
         break;
     }
   }
+
+  // The project's allocators allocate only where the contract says a call can fail, so an
+  // injected failure that fires must fail that call, and no other call may meet one. The
+  // kernel's own files also allocate on the side (z3fold's handle slots in free and compaction)
+  // and fall back when that fails: for them a failure that fired may be survived, but a call
+  // that met none must still succeed.
+  static bool Tolerant(const Subject &subject) { return IsUpstream(subject.kind()); }
 
   // Runs fn(k) for each subject with fault-injection accounting: returns whether the injected
   // failure fired during that subject's call.
@@ -304,14 +325,19 @@ class Runner {
   }
 
   void Create(Slot &slot, bool with_evict) {
-    bool ok[2] = {false, false};
+    bool ok[kMaxSubjects] = {};
     for (int k = 0; k < nsub_; k++) {
       bool fired = Call([&] { ok[k] = slot.subjects[k]->Create(with_evict); });
-      ZFUZZ_CHECK(ok[k] != fired, "%s: create returned %s although the injected allocation "
+      ZFUZZ_CHECK(ok[k] != fired || (fired && Tolerant(*slot.subjects[k])), "%s: create returned %s although the injected allocation "
                   "failure %s", KindName(options_.kinds[static_cast<size_t>(k)]),
                   ok[k] ? "a pool" : "NULL", fired ? "fired" : "did not fire");
     }
-    if (nsub_ == 2 && ok[0] != ok[1]) {  // one failed under injection: drop the other too
+    bool all = true, any = false;
+    for (int k = 0; k < nsub_; k++) {
+      all = all && ok[k];
+      any = any || ok[k];
+    }
+    if (any && !all) {  // one failed under injection: drop the others too
       for (int k = 0; k < nsub_; k++)
         if (ok[k]) slot.subjects[k]->Destroy();
       return;
@@ -331,6 +357,7 @@ class Runner {
     // Legal: free every object first (destroying a non-empty pool is the misuse target's).
     while (!slot.objects.empty()) Free(slot, slot.objects.size() - 1);
     for (int k = 0; k < nsub_; k++) {
+      slot.subjects[k]->Quiesce();  // pages some backends free from a work item
       ZFUZZ_CHECK(slot.subjects[k]->TotalPages() == 0, "%s: pages left after freeing everything",
                   KindName(options_.kinds[static_cast<size_t>(k)]));
       slot.subjects[k]->Destroy();
@@ -356,7 +383,7 @@ class Runner {
       int err = 0;
       bool fired = Call([&] { err = subject.Malloc(size, gfp, &handle, obj.id); });
       int expected = ExpectedMallocError(subject, size, gfp);
-      if (expected == 0 && fired) expected = -ENOMEM;
+      if (expected == 0 && fired && !(err == 0 && Tolerant(subject))) expected = -ENOMEM;
       ZFUZZ_CHECK(err == expected, "%s: malloc(%zu, %s) returned %d, expected %d",
                   KindName(subject.kind()), size, GfpName(gfp).c_str(), err, expected);
       if (err == 0) {
@@ -369,19 +396,29 @@ class Runner {
                       KindName(subject.kind()), other.id, obj.id);
       }
     }
+    if (options_.exact)
+      for (int k = 0; k + 1 < nsub_; k += 2)
+        ZFUZZ_CHECK(obj.present[k] == obj.present[k + 1],
+                    "malloc(%zu, %s) of h%d: %s %s, %s %s", size, GfpName(gfp).c_str(), obj.id,
+                    KindName(slot.subjects[k]->kind()), obj.present[k] ? "succeeded" : "failed",
+                    KindName(slot.subjects[k + 1]->kind()),
+                    obj.present[k + 1] ? "succeeded" : "failed");
     if (!any) return;
     // Initialise through a WO mapping, as zswap/zram do.
+    long shape[kMaxSubjects] = {};
     for (int k = 0; k < nsub_; k++) {
       if (!obj.present[k]) continue;
       void *p = nullptr;
       bool fired = Call([&] { p = slot.subjects[k]->Map(obj.handle[k], MapMode::kWO, obj.id); });
-      ZFUZZ_CHECK(!fired, "%s: map consumed an injected allocation failure",
+      ZFUZZ_CHECK(!fired || Tolerant(*slot.subjects[k]), "%s: map consumed an injected allocation failure",
                   KindName(slot.subjects[k]->kind()));
       ZFUZZ_CHECK(p != nullptr, "%s: map WO of a fresh object returned NULL",
                   KindName(slot.subjects[k]->kind()));
+      shape[k] = MapShape(p);
       Fill(static_cast<uint8_t *>(p), obj);
       slot.subjects[k]->Unmap(obj.handle[k], obj.id);
     }
+    CheckSameShape(slot, obj, shape, MapMode::kWO);
     slot.objects.push_back(obj);
   }
 
@@ -400,7 +437,7 @@ class Runner {
       if (!obj.present[k]) continue;
       VerifyThroughMap(slot, obj, k, "before free");
       bool fired = Call([&] { slot.subjects[k]->Free(obj.handle[k], obj.id); });
-      ZFUZZ_CHECK(!fired, "%s: free consumed an injected allocation failure",
+      ZFUZZ_CHECK(!fired || Tolerant(*slot.subjects[k]), "%s: free consumed an injected allocation failure",
                   KindName(slot.subjects[k]->kind()));
     }
   }
@@ -408,17 +445,19 @@ class Runner {
   void MapAccess(Slot &slot, size_t index, MapMode mode) {
     Object &obj = slot.objects[index];
     uint32_t next_gen = obj.gen + 1;
+    long shape[kMaxSubjects] = {};
     for (int k = 0; k < nsub_; k++) {
       if (!obj.present[k]) continue;
       Subject &subject = *slot.subjects[k];
       bool fired = false;
       void *p = nullptr;
       fired = Call([&] { p = subject.Map(obj.handle[k], mode, obj.id); });
-      ZFUZZ_CHECK(!fired, "%s: map consumed an injected allocation failure",
+      ZFUZZ_CHECK(!fired || Tolerant(subject), "%s: map consumed an injected allocation failure",
                   KindName(subject.kind()));
       ZFUZZ_CHECK(p != nullptr, "%s: map %s of h%d returned NULL", KindName(subject.kind()),
                   MapModeName(mode), obj.id);
       auto *bytes = static_cast<uint8_t *>(p);
+      shape[k] = MapShape(p);
       if (mode != MapMode::kWO) Verify(bytes, obj, k, "mapped");
       if (mode != MapMode::kRO) {
         Object rewritten = obj;
@@ -429,7 +468,29 @@ class Runner {
       }
       subject.Unmap(obj.handle[k], obj.id);
     }
+    CheckSameShape(slot, obj, shape, mode);
     if (mode != MapMode::kRO) obj.gen = next_gen;
+  }
+
+  // Where a mapping points: its offset in a page of the pool, or -1 for a copy (an object that
+  // spans two pages, mapped through the per-CPU buffer).
+  static long MapShape(const void *p) {
+    return virt_to_page(p) != nullptr ? static_cast<long>(reinterpret_cast<uintptr_t>(p) &
+                                                          (PAGE_SIZE - 1))
+                                      : -1;
+  }
+
+  void CheckSameShape(const Slot &slot, const Object &obj, const long *shape, MapMode mode) {
+    if (!options_.exact) return;
+    for (int k = 0; k + 1 < nsub_; k += 2) {
+      if (!obj.present[k] || !obj.present[k + 1] || shape[k] == shape[k + 1]) continue;
+      char a[32], b[32];
+      snprintf(a, sizeof(a), shape[k] < 0 ? "a copy" : "page offset %ld", shape[k]);
+      snprintf(b, sizeof(b), shape[k + 1] < 0 ? "a copy" : "page offset %ld", shape[k + 1]);
+      ZFUZZ_CHECK(false, "map %s of h%d (%zu bytes): %s maps %s, %s maps %s", MapModeName(mode),
+                  obj.id, obj.size, KindName(slot.subjects[k]->kind()), a,
+                  KindName(slot.subjects[k + 1]->kind()), b);
+    }
   }
 
   unsigned long Pages(Slot &slot, int k) {
@@ -441,13 +502,14 @@ class Runner {
   }
 
   void Compact(Slot &slot) {
+    unsigned long freed_by[kMaxSubjects] = {}, compacted[kMaxSubjects] = {};
     for (int k = 0; k < nsub_; k++) {
       Subject &subject = *slot.subjects[k];
       if (!subject.CanCompact()) continue;
       unsigned long before = Pages(slot, k), compacted_before = subject.PagesCompacted();
       unsigned long freed = 0;
       bool fired = Call([&] { freed = subject.Compact(); });
-      ZFUZZ_CHECK(!fired, "%s: compaction consumed an injected allocation failure",
+      ZFUZZ_CHECK(!fired || Tolerant(subject), "%s: compaction consumed an injected allocation failure",
                   KindName(subject.kind()));
       unsigned long after = Pages(slot, k);
       ZFUZZ_CHECK(before - after == freed,
@@ -456,6 +518,17 @@ class Runner {
       ZFUZZ_CHECK(subject.PagesCompacted() == compacted_before + freed,
                   "%s: pages_compacted went from %lu to %lu after freeing %lu",
                   KindName(subject.kind()), compacted_before, subject.PagesCompacted(), freed);
+      freed_by[k] = freed;
+      compacted[k] = subject.PagesCompacted();
+    }
+    if (options_.exact) {
+      for (int k = 0; k + 1 < nsub_; k += 2) {
+        ZFUZZ_CHECK(freed_by[k] == freed_by[k + 1] && compacted[k] == compacted[k + 1],
+                    "compaction: %s freed %lu pages (pages_compacted %lu), %s freed %lu (%lu)",
+                    KindName(slot.subjects[k]->kind()), freed_by[k], compacted[k],
+                    KindName(slot.subjects[k + 1]->kind()), freed_by[k + 1], compacted[k + 1]);
+      }
+      CheckSameClasses(slot);
     }
     // Every object still maps to its own contents.
     for (const Object &obj : slot.objects)
@@ -479,7 +552,7 @@ class Runner {
     VerifyThroughMap(slot, obj, k, "in evict");
     slot.subjects[k]->Free(handle, obj.id);
     it->present[k] = false;
-    if (!it->present[0] && !it->present[1]) slot.objects.erase(it);
+    if (!it->PresentAnywhere()) slot.objects.erase(it);
     evicted_++;
     return 0;
   }
@@ -555,7 +628,12 @@ class Runner {
       }
       ZFUZZ_CHECK(pages * PAGE_SIZE >= bytes, "%s: %lu pages cannot hold %zu live bytes", name,
                   pages, bytes);
-      if (subject.kind() == Kind::kZbud || subject.kind() == Kind::kZpoolZbud) {
+      if (subject.kind() == Kind::kUpstreamZpoolZ3fold) {
+        ZFUZZ_CHECK(pages >= (live + 2) / 3 && pages <= live,
+                    "%s: %lu pages for %zu objects (3 buddies a page at most, no empty page)",
+                    name, pages, live);
+      } else if (subject.kind() == Kind::kZbud || subject.kind() == Kind::kZpoolZbud ||
+                 subject.kind() == Kind::kUpstreamZpoolZbud) {
         ZFUZZ_CHECK(pages >= (live + 1) / 2 && pages <= live,
                     "%s: %lu pages for %zu objects (2 buddies a page at most, no empty page)",
                     name, pages, live);
@@ -564,6 +642,70 @@ class Runner {
         ZFUZZ_CHECK(pages <= live * 16, "%s: %lu pages for %zu objects", name, pages, live);
       }
     }
+  }
+
+  // ---- the exact differential (ProgramOptions::exact) ---------------------------------------
+  void CheckSamePages() {
+    for (Slot &slot : slots_) {
+      if (!slot.live) continue;
+      for (int k = 0; k + 1 < nsub_; k += 2) {
+        unsigned long a = Pages(slot, k), b = Pages(slot, k + 1);
+        ZFUZZ_CHECK(a == b, "total pages of %s: %s %lu, %s %lu", slot.subjects[k]->pool_name(),
+                    KindName(slot.subjects[k]->kind()), a, KindName(slot.subjects[k + 1]->kind()),
+                    b);
+      }
+    }
+  }
+
+  // Every class's geometry and statistics (zsmalloc pairs).
+  void CheckSameClasses(Slot &slot) {
+    for (int k = 0; k + 1 < nsub_; k += 2) {
+      Subject &a = *slot.subjects[k], &b = *slot.subjects[k + 1];
+      for (int index = 0;; index++) {
+        ClassView ca, cb;
+        bool ha = a.ClassAt(index, &ca), hb = b.ClassAt(index, &cb);
+        ZFUZZ_CHECK(ha == hb, "class %d: %s %s it, %s %s", index, KindName(a.kind()),
+                    ha ? "has" : "lacks", KindName(b.kind()), hb ? "has" : "lacks");
+        if (!ha) break;
+        if (ca == cb) continue;
+        ZFUZZ_CHECK(false, "class %d: %s %s, %s %s", index, KindName(a.kind()),
+                    Describe(ca).c_str(), KindName(b.kind()), Describe(cb).c_str());
+      }
+    }
+  }
+
+  static std::string Describe(const ClassView &c) {
+    char buf[320];
+    int n = snprintf(buf, sizeof(buf), "{class %d, size %d, %d pages, %d objs; allocated %lu, "
+                     "in use %lu; zspages by fullness", c.index, c.size, c.pages_per_zspage,
+                     c.objs_per_zspage, c.allocated, c.inuse);
+    for (unsigned long z : c.zspages)
+      if (n > 0 && static_cast<size_t>(n) < sizeof(buf))
+        n += snprintf(buf + n, sizeof(buf) - static_cast<size_t>(n), " %lu", z);
+    return std::string(buf) + "}";
+  }
+
+  // ---- page migration (upstream subjects) ------------------------------------------------------
+  // The upstream files' pages are one list (the bridge's), whichever pool holds them: the first
+  // subject that can migrate does, once; then every object of every upstream subject must still
+  // hold its bytes (the pages and classes are compared after the operation, as always).
+  void Migrate(unsigned long page, int action) {
+    for (int k = 0; k < nsub_; k++) {
+      if (slots_[0].subjects[k]->Migrate(page, action) == -EOPNOTSUPP) continue;
+      for (Slot &slot : slots_) {
+        if (!slot.live) continue;
+        for (const Object &obj : slot.objects)
+          for (int j = 0; j < nsub_; j++)
+            if (obj.present[j] && IsUpstream(slot.subjects[j]->kind()))
+              VerifyThroughMap(slot, obj, j, "after page migration");
+      }
+      return;
+    }
+  }
+
+  void Quiesce() {
+    for (Slot &slot : slots_)
+      for (int k = 0; k < nsub_; k++) slot.subjects[k]->Quiesce();
   }
 
   // A validator that cannot fail proves nothing: after each clean validation, one corruption
@@ -595,6 +737,7 @@ class Runner {
         CheckValidatorCatches(slot, k);
       }
       CheckPages(slot);
+      if (options_.exact) CheckSameClasses(slot);
     }
   }
 
@@ -656,6 +799,39 @@ void InitializeHarness(kc_warn_policy policy) {
   ResetKernelState();
   if (const char *env = getenv("ZFUZZ_PRINT_OPS"); env != nullptr && strcmp(env, "1") == 0)
     atexit(PrintOperationsAtExit);
+}
+
+std::string CompareClassTables(Kind a, Kind b) {
+  const bool tracing = Tracing();
+  SetTracing(false);
+  std::unique_ptr<Subject> sa = MakeSubject(a, 0), sb = MakeSubject(b, 0);
+  std::string why;
+  char buf[512];
+  const bool made_a = sa->Create(false), made_b = sb->Create(false);
+  if (!made_a || !made_b) {
+    why = "could not create the pools";
+  } else if (sa->HugeClassSize() != sb->HugeClassSize()) {
+    snprintf(buf, sizeof(buf), "zs_huge_class_size: %s %zu, %s %zu", KindName(a),
+             sa->HugeClassSize(), KindName(b), sb->HugeClassSize());
+    why = buf;
+  } else {
+    for (size_t size = 1; size <= PAGE_SIZE && why.empty(); size++) {
+      ClassView ca, cb;
+      bool ha = sa->LookupClass(size, &ca), hb = sb->LookupClass(size, &cb);
+      if (ha && hb && ca == cb) continue;
+      snprintf(buf, sizeof(buf),
+               "the class of %zu bytes: %s {class %d, size %d, %d pages, %d objs}, %s {class %d, "
+               "size %d, %d pages, %d objs}",
+               size, KindName(a), ha ? ca.index : -1, ca.size, ca.pages_per_zspage,
+               ca.objs_per_zspage, KindName(b), hb ? cb.index : -1, cb.size, cb.pages_per_zspage,
+               cb.objs_per_zspage);
+      why = buf;
+    }
+  }
+  if (made_a) sa->Destroy();
+  if (made_b) sb->Destroy();
+  SetTracing(tracing);
+  return why;
 }
 
 uint64_t FdpChoices::Pick(uint64_t min, uint64_t max) {

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "fuzz/api/subject.h"
@@ -57,6 +58,8 @@ enum ProgramOp : int {
   kMallocMany,  // slot, count (2..48), size, gfp
   kFreeMany,    // slot, stride (2..4): frees objects at indexes divisible by stride
   kProperties,  // slot: zpool property queries
+  kMigrate,     // page (0..1023), action (0 migrate, 1 putback, 2 no new page): upstream
+                // subjects' page migration (only where ProgramOptions::migration is on)
   kOpCount
 };
 
@@ -77,14 +80,27 @@ inline constexpr gfp_t kProgramGfps[] = {GFP_KERNEL, GFP_NOIO, GFP_NOWAIT, GFP_A
                                          GFP_KERNEL | __GFP_MOVABLE, GFP_KERNEL | __GFP_HIGHMEM};
 inline constexpr size_t kProgramGfpCount = sizeof(kProgramGfps) / sizeof(kProgramGfps[0]);
 
+inline constexpr int kMaxSubjects = 4;
+
 struct ProgramOptions {
-  // The backends: one Subject of each kind per pool slot. Two kinds = differential mode: the
-  // same operations run on both, which must agree wherever the contract says they must.
+  // The backends: one Subject of each kind per pool slot (at most kMaxSubjects). Several kinds =
+  // differential mode: the same operations run on all, which must agree wherever the contract
+  // says they must.
   std::vector<Kind> kinds;
   int pool_slots = 2;
   int max_ops = 160;
   bool fault_injection = true;
   int validate_every = 8;
+  // Exact differential (the model beside the kernel's own code): kinds pair up, (0, 1) and
+  // (2, 3), and each pair must agree exactly: total pages after every operation, every malloc's
+  // result, the in-page offset of every mapping (or both a copy), compaction's return and
+  // pages_compacted, and, for zsmalloc, the class table and every class's statistics. Needs
+  // fault_injection off (the two allocate differently); the reclaim operation is skipped (6.12
+  // has no eviction).
+  bool exact = false;
+  // The kMigrate operation (upstream subjects); off, the language ends at kProperties, so the
+  // inputs of the targets without it keep their meaning.
+  bool migration = false;
 };
 
 // The per-input state every harness resets (see the file comment of each target): warning count
@@ -134,6 +150,11 @@ class ScriptChoices : public Choices {
 
 // The pattern seed of an input (the generator must use the same for the bytes it writes).
 uint64_t SeedOf(const uint8_t *data, size_t size);
+
+// The exact differential's process-wide check, run once at start-up: two zsmalloc subjects'
+// zs_huge_class_size() and the class that serves every size from 1 to PAGE_SIZE (index, object
+// size, pages and objects per zspage). "" when they agree, else the first difference.
+std::string CompareClassTables(Kind a, Kind b);
 
 // Decodes and runs one input. Returns the number of operations executed.
 int RunProgram(const uint8_t *data, size_t size, const ProgramOptions &options);

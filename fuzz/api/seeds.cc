@@ -13,6 +13,10 @@
 #include <vector>
 
 #include "fuzz/api/program.h"
+#ifdef ZFUZZ_UPSTREAM_SEEDS
+#include "fuzz/api/upstream_subjects.h"
+#include "zpool/upstream/bridge.h"
+#endif
 
 namespace zfuzz {
 namespace {
@@ -72,6 +76,7 @@ class Script {
   }
   Script &FreeMany(int slot, int stride) { return Op(kFreeMany).Raw(slot).Raw(stride); }
   Script &Properties(int slot) { return Op(kProperties).Raw(slot); }
+  Script &Migrate(unsigned long page, int action) { return Op(kMigrate).Raw(page).Raw(action); }
 };
 
 using S = Script;
@@ -79,6 +84,12 @@ using S = Script;
 struct Seed {
   std::string name;
   Script script;
+  // The upstream targets read one more byte, the input's last, before the program: the backend
+  // (upstream_api_fuzz) or the pair (upstream_diff_fuzz). -1: none.
+  int tail = -1;
+  // This seed's options when they differ from the target's (the upstream targets: per backend).
+  bool own_options = false;
+  ProgramOptions options;
 };
 
 std::vector<Seed> CommonSeeds(bool zbud_limits) {
@@ -167,8 +178,68 @@ std::vector<Seed> ReclaimSeeds() {
   return seeds;
 }
 
+#ifdef ZFUZZ_UPSTREAM_SEEDS
+// Page migration of the kernel's files under the program: every page in turn, each action.
+std::vector<Seed> MigrationSeeds() {
+  std::vector<Seed> seeds;
+  for (int action = 0; action < 3; action++) {
+    Script s;
+    s.MallocMany(0, 10, S::Any(700)).MallocMany(0, 6, S::Span(3, 2)).Malloc(0, S::Maxima(3));
+    for (unsigned long page = 0; page < 12; page++) s.Migrate(page, action);
+    s.Map(0, 0, 3).FreeMany(0, 2).Compact(0).Migrate(1, action).Stats(0).Validate();
+    seeds.push_back({"migrate-" + std::to_string(action), s});
+  }
+  return seeds;
+}
+
+// One copy of each seed per backend (the tail byte that picks it), with that backend's options.
+void PerBackend(const std::vector<Seed> &base, const std::vector<ProgramOptions> &backends,
+                std::vector<Seed> *out) {
+  for (size_t b = 0; b < backends.size(); b++) {
+    for (const Seed &seed : base) {
+      Seed copy = seed;
+      copy.name += "-" + std::to_string(b);
+      copy.tail = static_cast<int>(b);
+      copy.own_options = true;
+      copy.options = backends[b];
+      out->push_back(copy);
+    }
+  }
+}
+#endif
+
 std::vector<Seed> SeedsFor(const std::string &target, ProgramOptions *options) {
   std::vector<Seed> seeds;
+#ifdef ZFUZZ_UPSTREAM_SEEDS
+  if (target == "upstream_api_fuzz" || target == "upstream_diff_fuzz") {
+    const bool diff = target == "upstream_diff_fuzz";
+    std::vector<Seed> base = CommonSeeds(true);
+    for (Seed &s : MigrationSeeds()) base.push_back(s);
+    base.push_back({"properties", S().Properties(0).Create(1, false).Properties(1)});
+    std::vector<ProgramOptions> backends;
+    // The backends and pairs in the order of the harnesses' tables.
+    if (diff) {
+      for (auto [model, upstream] : {std::pair{Kind::kZsmalloc, Kind::kUpstreamZsmalloc},
+                                     std::pair{Kind::kZpoolZbud, Kind::kUpstreamZpoolZbud},
+                                     std::pair{Kind::kZpoolZsmalloc,
+                                               Kind::kUpstreamZpoolZsmalloc}})
+        backends.push_back({.kinds = {model, upstream}, .fault_injection = false, .exact = true,
+                            .migration = true});
+    } else {
+      for (Kind kind : {Kind::kUpstreamZsmalloc, Kind::kUpstreamZpoolZsmalloc,
+                        Kind::kUpstreamZpoolZbud, Kind::kUpstreamZpoolZ3fold})
+        backends.push_back({.kinds = {kind}, .migration = true});
+    }
+    if (diff) {  // fault injection is off there: those seeds would only repeat others
+      std::vector<Seed> kept;
+      for (Seed &s : base)
+        if (s.name.rfind("fault-", 0) != 0) kept.push_back(s);
+      base = kept;
+    }
+    PerBackend(base, backends, &seeds);
+    return seeds;
+  }
+#endif
   if (target == "zbud_api_fuzz") {
     options->kinds = {Kind::kZbud};
     seeds = CommonSeeds(true);
@@ -192,7 +263,8 @@ std::vector<Seed> SeedsFor(const std::string &target, ProgramOptions *options) {
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: generate_seeds TARGET  (zbud_api_fuzz, zsmalloc_api_fuzz, "
-                    "zpool_api_fuzz)\n");
+                    "zpool_api_fuzz; generate_upstream_seeds: upstream_api_fuzz, "
+                    "upstream_diff_fuzz)\n");
     return 2;
   }
   zfuzz::ProgramOptions options;
@@ -203,10 +275,17 @@ int main(int argc, char **argv) {
   }
   kc_set_warn_policy(KC_WARN_ABORT);  // a seed must itself be a legal program
   kc_set_console_loglevel(KC_LOG_WARNING);
+#ifdef ZFUZZ_UPSTREAM_SEEDS
+  zfuzz::InitializeHarness(KC_WARN_ABORT);
+  zfuzz::UseUpstreamSubjects();
+  upstream_set_migration("z3fold", false);  // as the target runs (upstream finding Z1)
+  upstream_report_known_findings(false);
+#endif
   for (zfuzz::Seed &seed : seeds) {
     zfuzz::ScriptChoices choices(seed.script.values);
-    zfuzz::RunChoices(choices, 0, options);
+    zfuzz::RunChoices(choices, 0, seed.own_options ? seed.options : options);
     std::vector<uint8_t> bytes = choices.Bytes();
+    if (seed.tail >= 0) bytes.push_back(static_cast<uint8_t>(seed.tail));
     printf("%s ", seed.name.c_str());
     for (uint8_t b : bytes) printf("%02x", b);
     printf("\n");

@@ -67,31 +67,6 @@ Subject *Lookup(const void *pool) {
   return nullptr;
 }
 
-// A handle by its object id ("h3"); a negative id is a deliberately bad handle (the misuse
-// target prints what it is on the line before).
-std::string HName(int id) { return id >= 0 ? "h" + std::to_string(id) : std::string("bad_handle"); }
-
-const char *ErrName(int err) {
-  switch (err) {
-    case 0:
-      return "0";
-    case -EINVAL:
-      return "-EINVAL";
-    case -ENOSPC:
-      return "-ENOSPC";
-    case -ENOMEM:
-      return "-ENOMEM";
-    case -EAGAIN:
-      return "-EAGAIN";
-    case -EBUSY:
-      return "-EBUSY";
-    case -ENOENT:
-      return "-ENOENT";
-    default:
-      return "-E?";
-  }
-}
-
 // ---- zbud ---------------------------------------------------------------------------------------
 
 int ZbudEvict(struct zbud_pool *pool, unsigned long handle) {
@@ -232,6 +207,30 @@ class ZsSubject : public Subject {
     return stats.pages_compacted;
   }
   bool CanCompact() const override { return true; }
+  bool ClassAt(int index, ClassView *out) override {
+    struct zs_class_stats stats = {};
+    if (zs_class_stats(pool_, index, &stats) != 0) return false;
+    *out = ClassView{};
+    out->index = stats.index;
+    out->size = static_cast<int>(stats.size);
+    out->pages_per_zspage = stats.pages_per_zspage;
+    out->objs_per_zspage = stats.objs_per_zspage;
+    for (int fg = 0; fg < ZS_FULLNESS_GROUPS; fg++) out->zspages[fg] = stats.zspages[fg];
+    out->allocated = stats.objs_allocated;
+    out->inuse = stats.objs_inuse;
+    return true;
+  }
+  bool LookupClass(size_t size, ClassView *out) override {
+    struct zs_class_info info = {};
+    if (zs_lookup_class(pool_, size, &info) != 0) return false;
+    *out = ClassView{};
+    out->index = info.index;
+    out->size = static_cast<int>(info.size);
+    out->pages_per_zspage = info.pages_per_zspage;
+    out->objs_per_zspage = info.objs_per_zspage;
+    return true;
+  }
+  size_t HugeClassSize() override { return zs_huge_class_size(pool_); }
   // zs_huge_class_size() is the watermark zram uses to store incompressible pages whole: sizes
   // from it up go to a huge class (one object per page), smaller ones do not; and no class
   // spans more pages than the chain size.
@@ -378,6 +377,29 @@ class ZpoolSubject : public Subject {
 
 }  // namespace
 
+std::string HName(int id) { return id >= 0 ? "h" + std::to_string(id) : std::string("bad_handle"); }
+
+const char *ErrName(int err) {
+  switch (err) {
+    case 0:
+      return "0";
+    case -EINVAL:
+      return "-EINVAL";
+    case -ENOSPC:
+      return "-ENOSPC";
+    case -ENOMEM:
+      return "-ENOMEM";
+    case -EAGAIN:
+      return "-EAGAIN";
+    case -EBUSY:
+      return "-EBUSY";
+    case -ENOENT:
+      return "-ENOENT";
+    default:
+      return "-E?";
+  }
+}
+
 bool Tracing() {
   int on = g_tracing.load(std::memory_order_relaxed);
   if (__builtin_expect(on < 0, 0)) {
@@ -467,15 +489,50 @@ const char *KindName(Kind kind) {
       return "zpool/zbud";
     case Kind::kZpoolZsmalloc:
       return "zpool/zsmalloc";
+    case Kind::kUpstreamZsmalloc:
+      return "upstream zsmalloc";
+    case Kind::kUpstreamZpoolZsmalloc:
+      return "upstream zpool/zsmalloc";
+    case Kind::kUpstreamZpoolZbud:
+      return "upstream zpool/zbud";
+    case Kind::kUpstreamZpoolZ3fold:
+      return "upstream zpool/z3fold";
   }
   return "?";
+}
+
+bool IsUpstream(Kind kind) {
+  switch (kind) {
+    case Kind::kUpstreamZsmalloc:
+    case Kind::kUpstreamZpoolZsmalloc:
+    case Kind::kUpstreamZpoolZbud:
+    case Kind::kUpstreamZpoolZ3fold:
+      return true;
+    default:
+      return false;
+  }
 }
 
 Subject::Subject(Kind kind, int slot) : kind_(kind), slot_(slot) {
   snprintf(pool_name_, sizeof(pool_name_), "pool%d", slot);
 }
 
+namespace {
+std::atomic<SubjectMaker> g_upstream_maker{nullptr};
+}  // namespace
+
+void RegisterUpstreamSubjectMaker(SubjectMaker maker) { g_upstream_maker.store(maker); }
+
 std::unique_ptr<Subject> MakeSubject(Kind kind, int slot) {
+  if (IsUpstream(kind)) {
+    SubjectMaker maker = g_upstream_maker.load();
+    if (maker == nullptr) {
+      fprintf(stderr, "zfuzz: %s: this binary does not link //fuzz/api:upstream_subjects (or "
+              "never called UseUpstreamSubjects())\n", KindName(kind));
+      abort();
+    }
+    return maker(kind, slot);
+  }
   switch (kind) {
     case Kind::kZbud:
       return std::make_unique<ZbudSubject>(slot);
@@ -484,6 +541,8 @@ std::unique_ptr<Subject> MakeSubject(Kind kind, int slot) {
     case Kind::kZpoolZbud:
     case Kind::kZpoolZsmalloc:
       return std::make_unique<ZpoolSubject>(kind, slot);
+    default:
+      break;
   }
   return nullptr;
 }

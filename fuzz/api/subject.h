@@ -31,12 +31,41 @@ void TraceLine(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // A prefix for this thread's trace lines ("[t1] "), for programs that run several threads.
 void SetTracePrefix(const char *prefix);
 std::string GfpName(gfp_t gfp);
+// A handle by its object id ("h3"); a negative id is a deliberately bad handle (the misuse
+// target prints what it is on the line before).
+std::string HName(int id);
+const char *ErrName(int err);  // "-EINVAL"...
 
 enum class MapMode { kRW, kRO, kWO };
 const char *MapModeName(MapMode mode);  // "RW"...
 
-enum class Kind { kZbud, kZsmalloc, kZpoolZbud, kZpoolZsmalloc };
+// The project's allocators, and the kernel's own (Linux 6.12's mm/zsmalloc.c and mm/zpool.c
+// over zsmalloc, zbud and z3fold: //fuzz/api:upstream_subjects, see UseUpstreamSubjects()).
+enum class Kind {
+  kZbud,
+  kZsmalloc,
+  kZpoolZbud,
+  kZpoolZsmalloc,
+  kUpstreamZsmalloc,
+  kUpstreamZpoolZsmalloc,
+  kUpstreamZpoolZbud,
+  kUpstreamZpoolZ3fold,
+};
 const char *KindName(Kind kind);
+bool IsUpstream(Kind kind);
+
+// A zsmalloc size class as the kernel counts it: its geometry and statistics (zspages per
+// fullness group ZS_INUSE_RATIO_0, _10 .. _90, _99, _100; objects allocated and in use).
+struct ClassView {
+  int index = 0;  // the class serving the index asked for (merged classes: a larger one)
+  int size = 0;
+  int pages_per_zspage = 0;
+  int objs_per_zspage = 0;
+  unsigned long zspages[12] = {};
+  unsigned long allocated = 0;
+  unsigned long inuse = 0;
+  bool operator==(const ClassView &) const = default;
+};
 
 // Called by a backend's eviction (zbud reclaim, zpool shrink) for each handle; must behave like a
 // user's evict callback: free the handle and return 0, or return an error without freeing.
@@ -82,6 +111,18 @@ class Subject {
   }
   // Whether Malloc rejects __GFP_HIGHMEM (zbud does, with -EINVAL).
   virtual bool RejectsHighmem() const = 0;
+  // zsmalloc subjects: the class at `index` (0 .. the last; false past it) with its statistics,
+  // the class serving an allocation of `size` bytes (geometry only), and zs_huge_class_size().
+  virtual bool ClassAt(int index, ClassView *out) { return false; }
+  virtual bool LookupClass(size_t size, ClassView *out) { return false; }
+  virtual size_t HugeClassSize() { return 0; }
+  // Upstream subjects: mm/migrate.c's protocol on the n-th live page of the upstream files
+  // (`action` 0 migrate, 1 isolate and put back, 2 fail for want of a new page): 0 migrated, else
+  // a negative errno (zpool/upstream/bridge.h). -EOPNOTSUPP: the backend has no page migration.
+  virtual int Migrate(unsigned long n, int action) { return -EOPNOTSUPP; }
+  // Runs what the backend deferred to a worker (upstream: queued work items), as a kworker would
+  // between two calls. Returns how many items ran.
+  virtual int Quiesce() { return 0; }
   // zpool only: queries the pool's properties (type, evictable, can_sleep_mapped,
   // malloc_support_movable) and returns a description of any that contradicts the contract
   // ("" when all agree).
@@ -99,6 +140,12 @@ class Subject {
 };
 
 std::unique_ptr<Subject> MakeSubject(Kind kind, int slot);
+
+// The upstream kinds come from //fuzz/api:upstream_subjects, which links the kernel's own files
+// (//zpool/upstream): a harness that uses them calls its UseUpstreamSubjects() first, which
+// registers their maker here. MakeSubject() of an upstream kind without one is a fatal error.
+using SubjectMaker = std::unique_ptr<Subject> (*)(Kind kind, int slot);
+void RegisterUpstreamSubjectMaker(SubjectMaker maker);
 
 // Forgets every pool -> subject registration (stale ones survive a kept-stale destroy), so that
 // no state passes from one input to the next.

@@ -17,6 +17,7 @@ target and regressions_<target>).
 
 load("@rules_cc//cc:defs.bzl", "cc_binary", "cc_library", "cc_test")
 load("//tools/bazel:zfuzz.bzl", "ZFUZZ_COPTS")
+load("@linux_source//:status.bzl", "UPSTREAM_AVAILABLE")
 
 _INCOMPATIBLE = ["@platforms//:incompatible"]
 
@@ -34,9 +35,15 @@ def zfuzz_target(
         min_inputs = 1,
         size = "medium",
         tags = [],
+        upstream = False,
         **kwargs):
-    """A fuzz target for every engine plus its corpus-replay test (see the file comment)."""
+    """A fuzz target for every engine plus its corpus-replay test (see the file comment).
+
+    upstream = True: the target links the kernel's own files (//zpool/upstream); without
+    @linux_source its rules are incompatible, so `bazel test //...` skips them."""
     harness = name + "_harness"
+    if upstream and not UPSTREAM_AVAILABLE:
+        kwargs["target_compatible_with"] = _INCOMPATIBLE
     cc_library(
         name = harness,
         srcs = srcs,

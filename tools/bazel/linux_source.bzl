@@ -43,9 +43,15 @@ def _version(text):
     return v + fields.get("EXTRAVERSION", "")
 
 def _first_error(text):
+    """The first compiler error as "file:line: message" (file relative to the tree)."""
     for line in text.splitlines():
         if ": error: " in line:
-            return line.split(": error: ", 1)[1].strip()
+            where, what = line.split(": error: ", 1)
+            parts = where.split(":")
+            place = parts[0].split("/zpool/upstream/")[-1] if "/zpool/upstream/" in parts[0] else parts[0]
+            if len(parts) > 1:
+                place += ":" + parts[1]
+            return "%s: %s" % (place, what.strip())
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 def _impl(ctx):
@@ -87,13 +93,18 @@ def _impl(ctx):
         # tree that needs more (mainline, for instance) gives one clear line, not a failed build.
         shim = ctx.path(Label("//zpool/upstream:include/zfuzz_shim.h")).dirname
         renames = ctx.path(Label("//zpool/upstream:renames.h"))
+        # zsmalloc.c and z3fold.c are built inside their probes (zpool/upstream/BUILD).
+        probes = {
+            "zsmalloc": ctx.path(Label("//zpool/upstream:zsmalloc_probe.c")),
+            "z3fold": ctx.path(Label("//zpool/upstream:z3fold_probe.c")),
+        }
         for f in FILES[:4]:
             unit = f.split("/")[-1][:-2]
             res = ctx.execute([
                 "clang-19", "-fsyntax-only", "-std=gnu11", "-Wno-extern-initializer",
                 "-ferror-limit=1", "-DKBUILD_MODNAME=\"%s\"" % unit,
                 "-DZFUZZ_UPSTREAM_UNIT=" + unit, "-include", str(renames), "-I", str(shim),
-                "-I", "include", "-I", ".", f,
+                "-I", "include", "-I", ".", str(probes[unit]) if unit in probes else f,
             ], timeout = 300)
             if res.return_code != 0:
                 status = "%s: %s does not compile against the shims: %s" % (

@@ -55,6 +55,9 @@ ZFUZZ_BUG_DEFINES = select({
     "//tools/bazel:bug_map_lock_gap": ["ZFUZZ_BUG_MAP_LOCK_GAP=1"],
     "//tools/bazel:bug_driver_ref_gap": ["ZFUZZ_BUG_DRIVER_REF_GAP=1"],
     "//tools/bazel:bug_reclaim_recheck": ["ZFUZZ_BUG_RECLAIM_RECHECK=1"],
+    "//tools/bazel:bug_fullness_ratio": ["ZFUZZ_BUG_FULLNESS_RATIO=1"],
+    "//tools/bazel:bug_first_object": ["ZFUZZ_BUG_FIRST_OBJECT=1"],
+    "//tools/bazel:bug_compact_dst_order": ["ZFUZZ_BUG_COMPACT_DST_ORDER=1"],
     "//conditions:default": [],
 })
 

@@ -146,8 +146,15 @@ def relative_source(filename, root=REPO_ROOT):
     return filename
 
 
+# The kernel's own allocator files, as the upstream targets compile them (@linux_source).
+UPSTREAM_PREFIX = "external/linux_source/mm/"
+
+
 def is_reported(relpath):
-    """Sources of the report: under zpool/, not tests, not zpool/testing/."""
+    """Sources of the report: under zpool/ (not tests, not zpool/testing/), and the kernel's
+    own mm/ files that the upstream targets link."""
+    if relpath.startswith(UPSTREAM_PREFIX):
+        return True
     return (relpath.startswith("zpool/") and not relpath.endswith("_test.cc")
             and not relpath.startswith("zpool/testing/"))
 
@@ -379,8 +386,9 @@ def ignore_regex(root=REPO_ROOT):
     """-ignore-filename-regex: everything of the binaries that is not a zpool/ source."""
     prefixes = "|".join(re.escape(p.rstrip("/") + "/")
                         for p in sorted({MAPPING_PREFIX, os.path.realpath(root)}))
-    return r"^(%s)?(fuzz|tools|external|third_party|bazel-out)/|_test\.cc$|^(%s)?zpool/testing/" % (
-        prefixes, prefixes)
+    # external/ is left out but for external/linux_source/ (POSIX regex: no lookahead).
+    return (r"^(%s)?(fuzz|tools|third_party|bazel-out)/|^(%s)?external/([^l]|l[^i]|li[^n])"
+            r"|_test\.cc$|^(%s)?zpool/testing/" % (prefixes, prefixes, prefixes))
 
 
 # ---- the run -----------------------------------------------------------------------------------

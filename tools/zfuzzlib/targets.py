@@ -23,7 +23,7 @@ SANITIZERS = ("asan", "ubsan", "msan", "tsan")
 AFL_SANITIZERS = ("asan", "ubsan")
 INJECTED_BUGS = ("class_index", "span_copyback", "compact_unlocked", "create_refcount",
                  "under_reclaim", "free_lock_gap", "map_lock_gap", "driver_ref_gap",
-                 "reclaim_recheck")
+                 "reclaim_recheck", "fullness_ratio", "first_object", "compact_dst_order")
 
 def _call_blocks(text, function):
     """The argument text of each top-level `function(...)` call in a BUILD file."""
@@ -75,6 +75,7 @@ def parse_fuzz_build(text):
             "deps": _string_list(block, "deps"),
             "dict": dict_label.group(1) if dict_label else None,
             "options": options,
+            "upstream": bool(re.search(r"\bupstream\s*=\s*True\b", block)),
         })
     return targets
 
@@ -97,18 +98,57 @@ def list_targets(build_file=None):
     return targets
 
 
-def check_targets(names, known=None):
+_UPSTREAM_STATUS = []
+
+
+def upstream_status():
+    """(available, one-line status) of @linux_source, the kernel's own files that the upstream
+    targets link (tools/bazel/linux_source.bzl), read from its SOURCE.txt once per process."""
+    if not _UPSTREAM_STATUS:
+        line = "unknown"
+        proc = subprocess.run(["bazel", "build", "@linux_source//:SOURCE.txt"], cwd=REPO_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = subprocess.run(["bazel", "info", "output_base"], cwd=REPO_ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.strip()
+        path = os.path.join(base, "external", "linux_source", "SOURCE.txt")
+        if proc.returncode == 0 and os.path.exists(path):
+            with open(path) as f:
+                line = f.readline().strip()
+        _UPSTREAM_STATUS.append((line.startswith("Linux "), line))
+    return _UPSTREAM_STATUS[0]
+
+
+def check_targets(names, known=None, status=None):
     """The names (`x` or `//fuzz:x`), validated against fuzz/BUILD, each once (all of them
-    when names is empty)."""
+    when names is empty). Targets that link the kernel's own files are left out of "all" with a
+    line saying why when @linux_source is unavailable, and are an error when named."""
     known = known if known is not None else list_targets()
+    status = status or upstream_status
+
+    def links_upstream(name):
+        return isinstance(known, dict) and bool(known[name].get("upstream"))
+
     if not names:
-        return list(known)
+        chosen = list(known)
+        upstream = [t for t in chosen if links_upstream(t)]
+        if upstream:
+            ok, line = status()
+            if not ok:
+                say("skipping %s: the kernel's own files are unavailable (%s)"
+                    % (", ".join(upstream), line))
+                chosen = [t for t in chosen if t not in upstream]
+        return chosen
     chosen = []
     for item in names:
         name = item[len("//fuzz:"):] if item.startswith("//fuzz:") else item
         if name not in known:
             raise ZfuzzError("unknown target %r (known: %s)" % (item, ", ".join(known)),
                              exit_code=2)
+        if links_upstream(name):
+            ok, line = status()
+            if not ok:
+                raise ZfuzzError("%s links the kernel's own files, which are unavailable: %s"
+                                 % (name, line), exit_code=2)
         if name not in chosen:
             chosen.append(name)
     return chosen

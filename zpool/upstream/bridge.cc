@@ -451,6 +451,9 @@ namespace {
 struct CacheInfo {
   std::unique_ptr<std::string> name;  // what the kernel layer's cache points at
   void (*ctor)(void *);
+  // Objects in use -> where they were allocated: a cache destroyed with objects left names
+  // the upstream lines that allocated them (as SLUB's "Objects remaining" report does).
+  std::map<const void *, zfuzz_site> live;
 };
 std::map<const struct kmem_cache *, CacheInfo> &Caches() {
   static std::map<const struct kmem_cache *, CacheInfo> *m =
@@ -465,7 +468,7 @@ struct kmem_cache *upstream_kmem_cache_create(const char *name, unsigned int siz
   (void)flags;
   // The kernel layer's cache keeps the name pointer: it points at a copy that lives until the
   // cache is destroyed.
-  CacheInfo info{std::make_unique<std::string>(name ? name : ""), ctor};
+  CacheInfo info{std::make_unique<std::string>(name ? name : ""), ctor, {}};
   struct kmem_cache *cache = kmem_cache_create(info.name->c_str(), size, align);
   if (cache == nullptr) return nullptr;
   std::lock_guard<std::mutex> guard(BridgeMutex());
@@ -481,16 +484,65 @@ void *upstream_kmem_cache_alloc(struct kmem_cache *c, unsigned int gfp, zfuzz_si
   {
     std::lock_guard<std::mutex> guard(BridgeMutex());
     auto it = Caches().find(c);
-    if (it != Caches().end()) ctor = it->second.ctor;
+    if (it != Caches().end()) {
+      ctor = it->second.ctor;
+      it->second.live[obj] = site;
+    }
   }
   if (ctor != nullptr && !(gfp & __GFP_ZERO)) ctor(obj);
   return obj;
 }
 
-void upstream_kmem_cache_free(struct kmem_cache *c, void *p) { kmem_cache_free(c, p); }
+void upstream_kmem_cache_free(struct kmem_cache *c, void *p) {
+  if (p != nullptr) {
+    std::lock_guard<std::mutex> guard(BridgeMutex());
+    auto it = Caches().find(c);
+    if (it != Caches().end()) it->second.live.erase(p);
+  }
+  kmem_cache_free(c, p);
+}
+
+extern "C" int upstream_z3fold_slots_in_use(const void *obj);
+
+namespace {
+std::atomic<bool> g_report_known{true};
+std::atomic<unsigned long> g_known_seen{0};
+
+// A known upstream finding's signature, or nullptr: objects left in a cache at its destroy.
+const char *KnownLeak(const std::string &cache, const void *obj) {
+  if (cache == "z3fold_handle" && upstream_z3fold_slots_in_use(obj) == 0)
+    return "Z2 (z3fold: empty handle slots of a compaction target page)";
+  return nullptr;
+}
+}  // namespace
+
+void upstream_report_known_findings(bool report) { g_report_known.store(report); }
+unsigned long upstream_known_findings_seen(void) { return g_known_seen.load(); }
 
 void upstream_kmem_cache_destroy(struct kmem_cache *c) {
   if (c == nullptr) return;
+  std::vector<void *> known;
+  {
+    std::lock_guard<std::mutex> guard(BridgeMutex());
+    auto it = Caches().find(c);
+    if (it != Caches().end()) {
+      for (const auto &[obj, site] : it->second.live) {
+        if (const char *finding = KnownLeak(*it->second.name, obj)) {
+          g_known_seen.fetch_add(1);
+          if (!g_report_known.load()) {
+            known.push_back(const_cast<void *>(obj));
+            continue;
+          }
+          pr_err("kmem_cache_destroy %s: object %p: known upstream finding %s\n",
+                 it->second.name->c_str(), obj, finding);
+        }
+        pr_err("kmem_cache_destroy %s: object %p allocated at %s:%d (%s) still in use\n",
+               it->second.name->c_str(), obj, site.file ? site.file : "?", site.line,
+               site.func ? site.func : "?");
+      }
+    }
+  }
+  for (void *obj : known) upstream_kmem_cache_free(c, obj);  // suppressed: as if freed in time
   kmem_cache_destroy(c);
   std::lock_guard<std::mutex> guard(BridgeMutex());
   Caches().erase(c);
@@ -503,6 +555,34 @@ namespace {
 std::atomic<long> g_zone_state[1];  // NR_ZSPAGES
 std::atomic<long> g_pages{0};       // upstream pages allocated and not freed
 
+// Every live page, in allocation order up to swaps at removal (deterministic for one thread's
+// program): the pages the migration driver can name. Guarded by BridgeMutex(); a page leaves it
+// when its count reaches zero, before its descriptor is freed.
+std::vector<UPage *> &LivePages() {
+  static auto *pages = [] {
+    auto *v = new std::vector<UPage *>();
+    v->reserve(4096);
+    return v;
+  }();
+  return *pages;
+}
+
+void ListPage(UPage *p) {
+  std::lock_guard<std::mutex> guard(BridgeMutex());
+  p->zfuzz_slot = static_cast<long>(LivePages().size());
+  LivePages().push_back(p);
+}
+
+void UnlistPage(UPage *p) {
+  std::lock_guard<std::mutex> guard(BridgeMutex());
+  auto &v = LivePages();
+  UPage *last = v.back();
+  v[static_cast<size_t>(p->zfuzz_slot)] = last;
+  last->zfuzz_slot = p->zfuzz_slot;
+  v.pop_back();
+  p->zfuzz_slot = -1;
+}
+
 UPage *Desc(struct page *kc_page) {
   return kc_page == nullptr ? nullptr : static_cast<UPage *>(const_cast<void *>(kc_page->owner));
 }
@@ -513,9 +593,9 @@ struct page *KcPage(const UPage *page) { return static_cast<struct page *>(page-
 const char *BadPageReason(const UPage *p) {
   if (p->page_type != UINT_MAX) return "page still has a type (PageZsmalloc?)";
   if (p->zfuzz_locked) return "page still locked";
-  if (p->flags & (1UL << 1)) return "PG_private still set";
-  if (p->flags & (1UL << 3)) return "PG_isolated still set";
-  if (reinterpret_cast<unsigned long>(p->mapping) & ~0x3UL)
+  if (p->flags & (1UL << ZFUZZ_PG_PRIVATE)) return "PG_private still set";
+  if (p->flags & (1UL << ZFUZZ_PG_ISOLATED)) return "PG_isolated still set";
+  if (reinterpret_cast<unsigned long>(p->mapping) & ~ZFUZZ_PAGE_MAPPING_FLAGS)
     return "page still has its movable operations (mapping)";
   return nullptr;
 }
@@ -535,8 +615,10 @@ UPage *upstream_alloc_page(unsigned int gfp, zfuzz_site site) {
   p->_refcount.counter = 1;
   p->lru.next = p->lru.prev = &p->lru;
   p->zfuzz_kc_page = kc_page;
+  p->zfuzz_unit = site.unit;
   kc_page->owner = p;
   g_pages.fetch_add(1);
+  ListPage(p);
   return p;
 }
 
@@ -555,6 +637,7 @@ void upstream_put_page(UPage *page, zfuzz_site site) {
             why);
     upstream_bug(site, "bad page state at free", page);
   }
+  UnlistPage(page);
   struct page *kc_page = KcPage(page);
   kc_page->owner = nullptr;
   __free_page(kc_page);
@@ -604,6 +687,164 @@ void upstream_zone_page_state(UPage *, int item, int delta) {
   if (item == 0) g_zone_state[0].fetch_add(delta);
 }
 
+// ---- page migration: mm/migrate.c's protocol for movable non-LRU pages ---------------------------
+//
+// What compaction does to a zsmalloc or z3fold page, step for step with the references and page
+// locks mm/migrate.c takes: isolate_movable_page() (a reference unless the count is already zero,
+// the movable bit, trylock, not yet isolated, the owner's isolate_page(), PG_isolated), then
+// migrate_folio_unmap()/migrate_folio_move() in MIGRATE_SYNC mode (a page freed meanwhile is just
+// released; else a new page, both locked, the owner's migrate_page(), PG_isolated cleared on
+// success, both unlocked, the new page's and the isolation reference dropped), or, when migration
+// fails or is not wanted, putback_movable_pages() (the owner's putback_page() under the page
+// lock). A page of the files' that is not movable (zbud's, z3fold's headless under the lock)
+// stays where it is, as on a kernel the scanner skips it.
+
+namespace {
+
+const movable_operations *MovableOps(const UPage *p) {
+  auto m = reinterpret_cast<unsigned long>(p->mapping);
+  if ((m & ZFUZZ_PAGE_MAPPING_FLAGS) != ZFUZZ_PAGE_MAPPING_MOVABLE) return nullptr;
+  return reinterpret_cast<const movable_operations *>(m & ~ZFUZZ_PAGE_MAPPING_FLAGS);
+}
+bool MovableBit(const UPage *p) {
+  return (reinterpret_cast<unsigned long>(p->mapping) & ZFUZZ_PAGE_MAPPING_FLAGS) ==
+         ZFUZZ_PAGE_MAPPING_MOVABLE;
+}
+bool Isolated(const UPage *p) {
+  return __atomic_load_n(&p->flags, __ATOMIC_ACQUIRE) & (1UL << ZFUZZ_PG_ISOLATED);
+}
+void SetIsolated(UPage *p, bool on) {
+  if (on)
+    __atomic_fetch_or(&p->flags, 1UL << ZFUZZ_PG_ISOLATED, __ATOMIC_ACQ_REL);
+  else
+    __atomic_fetch_and(&p->flags, ~(1UL << ZFUZZ_PG_ISOLATED), __ATOMIC_ACQ_REL);
+}
+
+// Files whose pages the driver leaves alone (upstream_set_migration()).
+std::atomic<unsigned> g_unmigrated_units{0};
+constexpr const char *kUnits[] = {"zsmalloc", "zbud", "z3fold", "zpool"};
+unsigned UnitBit(const char *unit) {
+  for (unsigned i = 0; i < 4; i++)
+    if (unit != nullptr && strcmp(unit, kUnits[i]) == 0) return 1u << i;
+  return 0;
+}
+
+// The n-th live page (modulo their number) of the files the driver may migrate, with a reference
+// taken, as the compaction scanner's folio_get_nontail_page() takes one: never on a page whose
+// count already reached zero.
+UPage *GetNthPage(unsigned long n, zfuzz_site site) {
+  kc::sched_point(kc::SchedEvent::kAtomic, &LivePages(), SiteOf(site));
+  std::lock_guard<std::mutex> guard(BridgeMutex());
+  const unsigned skip = g_unmigrated_units.load(std::memory_order_relaxed);
+  auto &v = LivePages();
+  size_t eligible = 0;
+  for (UPage *p : v) eligible += (UnitBit(p->zfuzz_unit) & skip) == 0;
+  if (eligible == 0) return nullptr;
+  size_t want = n % eligible;
+  UPage *p = nullptr;
+  for (UPage *q : v) {
+    if (UnitBit(q->zfuzz_unit) & skip) continue;
+    if (want-- == 0) {
+      p = q;
+      break;
+    }
+  }
+  int count = __atomic_load_n(&p->_refcount.counter, __ATOMIC_ACQUIRE);
+  do {
+    if (count <= 0) return nullptr;
+  } while (!__atomic_compare_exchange_n(&p->_refcount.counter, &count, count + 1, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+  return p;
+}
+
+bool IsolateMovablePage(UPage *page, zfuzz_site site) {
+  if (!MovableBit(page)) {  // checked before the lock, as the kernel does
+    upstream_put_page(page, site);
+    return false;
+  }
+  if (!upstream_trylock_page(page, site)) {
+    upstream_put_page(page, site);
+    return false;
+  }
+  const movable_operations *mops = MovableOps(page);
+  if (mops == nullptr || Isolated(page) || !mops->isolate_page(page, 0)) {
+    upstream_unlock_page(page, site);
+    upstream_put_page(page, site);
+    return false;
+  }
+  if (Isolated(page) && upstream_warn(site, "folio_test_isolated(folio)",
+                                      "the driver set PG_isolated itself"))
+    abort();
+  SetIsolated(page, true);
+  upstream_unlock_page(page, site);
+  return true;
+}
+
+void PutbackMovablePage(UPage *page, zfuzz_site site) {
+  if (!Isolated(page)) upstream_bug(site, "!folio_test_isolated(folio)", page);
+  upstream_lock_page(page, site);
+  if (const movable_operations *mops = MovableOps(page)) mops->putback_page(page);
+  SetIsolated(page, false);
+  upstream_unlock_page(page, site);
+  upstream_put_page(page, site);
+}
+
+// 0 (MIGRATEPAGE_SUCCESS): the isolation reference is gone and the page with it; otherwise the
+// page is still isolated and referenced, for the caller to put back.
+int MigrateIsolatedPage(UPage *src, bool fail_new_page, zfuzz_site site) {
+  if (__atomic_load_n(&src->_refcount.counter, __ATOMIC_ACQUIRE) == 1) {
+    // Freed by its owner meanwhile: ours is the last reference (free clears PG_isolated).
+    SetIsolated(src, false);
+    upstream_put_page(src, site);
+    return 0;
+  }
+  UPage *dst = fail_new_page ? nullptr : upstream_alloc_page(GFP_KERNEL | __GFP_HIGHMEM | __GFP_MOVABLE, site);
+  if (dst == nullptr) return -ENOMEM;
+  upstream_lock_page(src, site);
+  if (!upstream_trylock_page(dst, site)) upstream_bug(site, "a new page is locked", dst);
+  int rc = 0;
+  if (!Isolated(src) &&
+      kc_warn_report(site.file, site.line, site.func, "!PageIsolated(src)", "%s",
+                     "migrating a page that is not isolated"))
+    abort();
+  if (const movable_operations *mops = MovableOps(src))  // PageMovable(): released if not
+    rc = mops->migrate_page(dst, src, MIGRATE_SYNC);
+  if (rc == 0) SetIsolated(src, false);
+  upstream_unlock_page(dst, site);
+  upstream_put_page(dst, site);  // on success the owner holds its own reference
+  upstream_unlock_page(src, site);
+  if (rc == 0) upstream_put_page(src, site);  // migrate_folio_done()
+  return rc;
+}
+
+}  // namespace
+
+int upstream_migrate_nth_page(unsigned long n, enum upstream_migrate_action action) {
+  const zfuzz_site site = {__FILE__, "upstream_migrate_nth_page", __LINE__};
+  UPage *page = GetNthPage(n, site);
+  if (page == nullptr) return -ENOENT;
+  if (!IsolateMovablePage(page, site)) return -EBUSY;
+  int rc = action == UPSTREAM_MIGRATE_PUTBACK ? -EAGAIN
+                                              : MigrateIsolatedPage(
+                                                    page, action == UPSTREAM_MIGRATE_NO_MEMORY,
+                                                    site);
+  if (rc != 0) PutbackMovablePage(page, site);
+  return rc;
+}
+
+void upstream_set_migration(const char *unit, bool on) {
+  unsigned bit = UnitBit(unit);
+  if (on)
+    g_unmigrated_units.fetch_and(~bit);
+  else
+    g_unmigrated_units.fetch_or(bit);
+}
+
+long upstream_live_pages(void) {
+  std::lock_guard<std::mutex> guard(BridgeMutex());
+  return static_cast<long>(LivePages().size());
+}
+
 // ---- work queues -----------------------------------------------------------------------------
 
 struct workqueue_struct {
@@ -611,63 +852,70 @@ struct workqueue_struct {
 };
 
 namespace {
-std::vector<work_struct *> &PendingWork() {
-  static std::vector<work_struct *> *v = new std::vector<work_struct *>();
+// Queued work in order, each with its queue (NULL: the system queue of schedule_work()).
+struct QueuedWork {
+  workqueue_struct *wq;
+  work_struct *w;
+};
+std::vector<QueuedWork> &PendingWork() {
+  static auto *v = new std::vector<QueuedWork>();
   return *v;
 }
 
-// Takes w off the pending list; true if it was on it.
-bool TakePending(work_struct *w) {
+// Takes the first item that `match` accepts off the pending list (clearing its pending bit).
+template <class Match>
+work_struct *TakeFirst(Match match) {
   std::lock_guard<std::mutex> guard(BridgeMutex());
   auto &v = PendingWork();
   for (auto it = v.begin(); it != v.end(); ++it) {
-    if (*it == w) {
-      v.erase(it);
-      __atomic_and_fetch(&w->pending, ~1UL, __ATOMIC_SEQ_CST);
-      return true;
-    }
+    if (!match(*it)) continue;
+    work_struct *w = it->w;
+    v.erase(it);
+    __atomic_and_fetch(&w->pending, ~1UL, __ATOMIC_SEQ_CST);
+    return w;
   }
-  return false;
+  return nullptr;
+}
+
+// Runs queued items that `match` accepts, including those they queue, until none is left.
+template <class Match>
+int RunWork(Match match) {
+  int ran = 0;
+  while (work_struct *w = TakeFirst(match)) {
+    w->func(w);
+    ran++;
+  }
+  return ran;
 }
 }  // namespace
 
-bool upstream_queue_work(workqueue_struct *, work_struct *w) {
+bool upstream_queue_work(workqueue_struct *wq, work_struct *w) {
   if (__atomic_fetch_or(&w->pending, 1UL, __ATOMIC_SEQ_CST) & 1) return false;
   std::lock_guard<std::mutex> guard(BridgeMutex());
-  PendingWork().push_back(w);
+  PendingWork().push_back({wq, w});
   return true;
 }
 
 void upstream_flush_work(work_struct *w) {
-  if (TakePending(w)) w->func(w);
+  if (TakeFirst([w](const QueuedWork &q) { return q.w == w; }) != nullptr) w->func(w);
 }
 
-bool upstream_cancel_work_sync(work_struct *w) { return TakePending(w); }
+bool upstream_cancel_work_sync(work_struct *w) {
+  return TakeFirst([w](const QueuedWork &q) { return q.w == w; }) != nullptr;
+}
 
 workqueue_struct *upstream_create_workqueue(const char *name) {
   return new workqueue_struct{name ? name : ""};
 }
 
+// destroy_workqueue() drains its own queue first, as the kernel's does.
 void upstream_destroy_workqueue(workqueue_struct *wq) {
-  upstream_run_pending_work();
+  RunWork([wq](const QueuedWork &q) { return q.wq == wq; });
   delete wq;
 }
 
 int upstream_run_pending_work(void) {
-  int ran = 0;
-  for (;;) {
-    work_struct *w = nullptr;
-    {
-      std::lock_guard<std::mutex> guard(BridgeMutex());
-      if (PendingWork().empty()) break;
-      w = PendingWork().front();
-      PendingWork().erase(PendingWork().begin());
-      __atomic_and_fetch(&w->pending, ~1UL, __ATOMIC_SEQ_CST);
-    }
-    w->func(w);
-    ran++;
-  }
-  return ran;
+  return RunWork([](const QueuedWork &) { return true; });
 }
 
 // ---- shrinkers ----------------------------------------------------------------------------------

@@ -61,6 +61,29 @@ unsigned long upstream_shrink(const char *prefix, unsigned long nr_to_scan);
 // Runs a debugfs file's show() into buf ("zsmalloc/<pool>/classes"), NUL-terminated; returns
 // the length of the whole text (as snprintf: a result >= len means it was cut), 0 if no file.
 size_t upstream_debugfs_read(const char *path, char *buf, size_t len);
+// Runs mm/migrate.c's protocol for a movable page (bridge.cc) on the n-th live page of the
+// upstream files (n modulo their number): isolate, then migrate to a new page, or put back
+// (PUTBACK), or fail for want of a new page and put back (NO_MEMORY). 0: migrated; -EAGAIN or
+// -ENOMEM: isolated and put back; -EBUSY: not isolated (not movable, locked, already isolated,
+// or the owner refused); -ENOENT: no live page.
+enum upstream_migrate_action {
+  UPSTREAM_MIGRATE,
+  UPSTREAM_MIGRATE_PUTBACK,
+  UPSTREAM_MIGRATE_NO_MEMORY,
+};
+int upstream_migrate_nth_page(unsigned long n, enum upstream_migrate_action action);
+// Whether the driver may pick the pages of one file ("zsmalloc", "z3fold"...): all may, unless
+// switched off (the fuzz targets leave z3fold's alone while its migration finding is open,
+// docs/upstream-findings.md).
+void upstream_set_migration(const char *unit, bool on);
+long upstream_live_pages(void);
+// A size class of upstream zsmalloc (zsmalloc_probe.c): 0, or -EINVAL past the last index.
+int upstream_zs_class_probe(upstream_zs_pool *pool, unsigned int index, upstream_zs_class *out);
+// Known upstream findings (docs/upstream-findings.md) whose signature the bridge recognises:
+// reported like any other (the default) or, switched off, counted and cleaned up so a campaign
+// goes on to look for new ones. Counted either way.
+void upstream_report_known_findings(bool report);
+unsigned long upstream_known_findings_seen(void);
 // Pages the upstream files hold (allocated and not put), and NR_ZSPAGES.
 long upstream_pages_in_use(void);
 long upstream_zone_zspages(void);

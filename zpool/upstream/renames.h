@@ -18,7 +18,6 @@
 #define zs_compact upstream_zs_compact
 #define zs_lookup_class_index upstream_zs_lookup_class_index
 #define zs_pool_stats upstream_zs_pool_stats
-#define zs_pool_stats upstream_zs_pool_stats
 #define zs_mapmode upstream_zs_mapmode
 #define ZS_MM_RW UPSTREAM_ZS_MM_RW
 #define ZS_MM_RO UPSTREAM_ZS_MM_RO

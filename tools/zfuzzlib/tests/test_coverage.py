@@ -260,6 +260,8 @@ class SummaryTest(unittest.TestCase):
         self.assertFalse(coverage.is_reported("zpool/testing/x.cc"))
         self.assertFalse(coverage.is_reported("fuzz/api/program.cc"))
         self.assertFalse(coverage.is_reported("/usr/include/x.h"))
+        self.assertTrue(coverage.is_reported("external/linux_source/mm/z3fold.c"))
+        self.assertFalse(coverage.is_reported("external/linux_source/include/linux/zpool.h"))
 
     def test_summarize_keeps_zpool_sources_only(self):
         rows, total = coverage.summarize(SAMPLE_EXPORT)
@@ -355,10 +357,13 @@ class UncoveredTest(unittest.TestCase):
             for ignored in ("/proc/self/cwd/fuzz/api/program.cc",
                             root + "/fuzz/zbud_api_fuzz.cc",
                             "/proc/self/cwd/external/x/y.h",
+                            "/proc/self/cwd/external/com_google_googletest/g.cc",
+                            "/proc/self/cwd/external/lib/x.h",
                             "/proc/self/cwd/zpool/zbud_test.cc",
                             "/proc/self/cwd/zpool/testing/x.cc"):
                 self.assertTrue(regex.search(ignored), (root, ignored))
-            for kept in ("/proc/self/cwd/zpool/zbud.cc", root + "/zpool/kernel/slab.cc"):
+            for kept in ("/proc/self/cwd/zpool/zbud.cc", root + "/zpool/kernel/slab.cc",
+                         "/proc/self/cwd/external/linux_source/mm/zsmalloc.c"):
                 self.assertFalse(regex.search(kept), (root, kept))
 
 

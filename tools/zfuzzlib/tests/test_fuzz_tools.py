@@ -458,9 +458,22 @@ class TargetsTest(unittest.TestCase):
                   "zpool_concurrent_fuzz", "zpool_lifecycle_fuzz", "kernel_api_fuzz"):
             self.assertIn(t, known)
         self.assertEqual(known["zpool_concurrent_fuzz"]["max_len"], 2048)
-        self.assertEqual(targets.check_targets([], known), list(known))
+        available = lambda: (True, "Linux 6.12.118 from Debian linux-source-6.12")
+        self.assertEqual(targets.check_targets([], known, available), list(known))
         self.assertEqual(targets.check_targets(["zbud_api_fuzz", "zbud_api_fuzz"], known),
                          ["zbud_api_fuzz"])
+
+    def test_upstream_targets_need_the_kernel_files(self):
+        known = targets.list_targets()
+        upstream = [t for t in known if known[t]["upstream"]]
+        self.assertEqual(upstream, ["upstream_api_fuzz", "upstream_diff_fuzz"])
+        missing = lambda: (False, "no kernel source: /usr/src/linux-source-6.12.tar.xz is missing")
+        everything = targets.check_targets([], known, missing)
+        self.assertEqual(everything, [t for t in known if t not in upstream])
+        with self.assertRaises(ZfuzzError) as ctx:
+            targets.check_targets(["upstream_diff_fuzz"], known, missing)
+        self.assertEqual(ctx.exception.exit_code, 2)
+        self.assertIn("linux-source-6.12.tar.xz is missing", str(ctx.exception))
 
     def test_bad_names(self):
         with self.assertRaises(ZfuzzError) as ctx:

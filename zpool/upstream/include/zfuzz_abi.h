@@ -32,6 +32,7 @@ struct zfuzz_site {
   const char *file;
   const char *func;
   int line;
+  const char *unit; /* the file's KBUILD_MODNAME ("zsmalloc"...); NULL for the bridge's own */
 };
 
 /* The fields these files use, the page lock and the reference count, and the kernel layer's
@@ -51,6 +52,33 @@ struct ZFUZZ_PAGE {
   struct { int counter; } _refcount;
   int zfuzz_locked;   /* the page lock */
   void *zfuzz_kc_page; /* the kernel layer's struct page */
+  long zfuzz_slot;     /* its place in the bridge's list of live pages (the migration driver's) */
+  const char *zfuzz_unit; /* the file that allocated it (KBUILD_MODNAME) */
+};
+
+/* Page flag bits (page->flags) and the movable-page protocol of mm/migrate.c, which the bridge's
+ * migration driver runs on the files' pages. */
+enum { ZFUZZ_PG_PRIVATE = 1, ZFUZZ_PG_OWNER_PRIV_1 = 2, ZFUZZ_PG_ISOLATED = 3 };
+#define ZFUZZ_PAGE_MAPPING_MOVABLE 0x2UL
+#define ZFUZZ_PAGE_MAPPING_FLAGS 0x3UL
+typedef int isolate_mode_t;
+enum migrate_mode { MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT, MIGRATE_SYNC };
+struct movable_operations {
+  bool (*isolate_page)(struct ZFUZZ_PAGE *, isolate_mode_t);
+  int (*migrate_page)(struct ZFUZZ_PAGE *dst, struct ZFUZZ_PAGE *src, enum migrate_mode);
+  void (*putback_page)(struct ZFUZZ_PAGE *);
+};
+
+/* A size class of upstream zsmalloc as zsmalloc_probe.c reads it, under the class lock: its
+ * geometry and its statistics (zspages per fullness group, then objects allocated and in use:
+ * the kernel's enum class_stat_type). */
+#define ZFUZZ_ZS_CLASS_STATS 14
+struct upstream_zs_class {
+  int index; /* the class serving this index (merged classes point at a larger one) */
+  int size;
+  int pages_per_zspage;
+  int objs_per_zspage;
+  unsigned long stats[ZFUZZ_ZS_CLASS_STATS];
 };
 
 /* Storage for a kernel-layer lock, constructed on first use (DEFINE_SPINLOCK is a static

@@ -56,7 +56,6 @@ typedef int32_t s32;
 typedef int64_t s64;
 typedef unsigned int gfp_t;
 typedef unsigned long pgoff_t;
-typedef int isolate_mode_t;
 /* atomic_t's layout is the ABI's (struct page's _refcount). */
 typedef struct { int counter; } atomic_t;
 typedef struct { long counter; } atomic_long_t;
@@ -139,7 +138,7 @@ static inline bool IS_ERR(const void *ptr) { return IS_ERR_VALUE((unsigned long)
 static inline bool IS_ERR_OR_NULL(const void *ptr) { return !ptr || IS_ERR(ptr); }
 
 #include "zfuzz_abi.h"
-#define ZFUZZ_SITE ((struct zfuzz_site){__FILE__, __func__, __LINE__})
+#define ZFUZZ_SITE ((struct zfuzz_site){__FILE__, __func__, __LINE__, KBUILD_MODNAME})
 #define try_module_get upstream_try_module_get
 #define module_put upstream_module_put
 
@@ -406,8 +405,12 @@ static inline bool gfpflags_allow_blocking(gfp_t gfp) { return !!(gfp & __GFP_DI
 /* Userspace addresses fit 47 bits: a pfn (address >> PAGE_SHIFT) fits these. */
 #define MAX_POSSIBLE_PHYSMEM_BITS 52
 
-enum pageflags { PG_private = 1, PG_owner_priv_1, PG_isolated };
-#define PAGE_MAPPING_MOVABLE 0x2UL
+enum pageflags {
+  PG_private = ZFUZZ_PG_PRIVATE,
+  PG_owner_priv_1 = ZFUZZ_PG_OWNER_PRIV_1,
+  PG_isolated = ZFUZZ_PG_ISOLATED
+};
+#define PAGE_MAPPING_MOVABLE ZFUZZ_PAGE_MAPPING_MOVABLE
 #define PGTY_zsmalloc 0xf6u
 #define alloc_page(gfp) upstream_alloc_page((gfp), ZFUZZ_SITE)
 #define alloc_pages(gfp, order) (BUILD_BUG_ON(order), alloc_page(gfp))
@@ -450,14 +453,9 @@ enum node_stat_item { NR_ZSPAGES };
 #define inc_zone_page_state(page, item) upstream_zone_page_state((page), (item), 1)
 #define dec_zone_page_state(page, item) upstream_zone_page_state((page), (item), -1)
 
-/* Movable pages (mm/migrate.c's protocol: migrate.h in the bridge). */
-enum migrate_mode { MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT, MIGRATE_SYNC };
+/* Movable pages: struct movable_operations is the ABI's (the bridge's migration driver calls
+ * it, as mm/migrate.c does). */
 #define MIGRATEPAGE_SUCCESS 0
-struct movable_operations {
-  bool (*isolate_page)(struct page *, isolate_mode_t);
-  int (*migrate_page)(struct page *dst, struct page *src, enum migrate_mode);
-  void (*putback_page)(struct page *);
-};
 #define __SetPageMovable(page, mops)                                               \
   do {                                                                             \
     VM_BUG_ON_PAGE(!PageLocked(page), (page)); /* the kernel's check, kept */      \
@@ -469,7 +467,7 @@ struct movable_operations {
     (page)->mapping = (void *)PAGE_MAPPING_MOVABLE;                    \
   } while (0)
 static inline bool __PageMovable(const struct page *page) {
-  return ((unsigned long)page->mapping & 0x3UL) == PAGE_MAPPING_MOVABLE;
+  return ((unsigned long)page->mapping & ZFUZZ_PAGE_MAPPING_FLAGS) == PAGE_MAPPING_MOVABLE;
 }
 
 /* ---- work queues (deterministic: run by upstream_run_work(), or at flush) ------------------ */
