@@ -767,7 +767,7 @@ bool IsolateMovablePage(UPage *page, zfuzz_site site) {
     return false;
   }
   const movable_operations *mops = MovableOps(page);
-  if (mops == nullptr || Isolated(page) || !mops->isolate_page(page, 0)) {
+  if (mops == nullptr || Isolated(page) || !upstream_mops_isolate(mops, page, 0)) {
     upstream_unlock_page(page, site);
     upstream_put_page(page, site);
     return false;
@@ -783,7 +783,7 @@ bool IsolateMovablePage(UPage *page, zfuzz_site site) {
 void PutbackMovablePage(UPage *page, zfuzz_site site) {
   if (!Isolated(page)) upstream_bug(site, "!folio_test_isolated(folio)", page);
   upstream_lock_page(page, site);
-  if (const movable_operations *mops = MovableOps(page)) mops->putback_page(page);
+  if (const movable_operations *mops = MovableOps(page)) upstream_mops_putback(mops, page);
   SetIsolated(page, false);
   upstream_unlock_page(page, site);
   upstream_put_page(page, site);
@@ -808,7 +808,7 @@ int MigrateIsolatedPage(UPage *src, bool fail_new_page, zfuzz_site site) {
                      "migrating a page that is not isolated"))
     abort();
   if (const movable_operations *mops = MovableOps(src))  // PageMovable(): released if not
-    rc = mops->migrate_page(dst, src, MIGRATE_SYNC);
+    rc = upstream_mops_migrate(mops, dst, src, MIGRATE_SYNC);
   if (rc == 0) SetIsolated(src, false);
   upstream_unlock_page(dst, site);
   upstream_put_page(dst, site);  // on success the owner holds its own reference

@@ -68,6 +68,14 @@ struct movable_operations {
   int (*migrate_page)(struct ZFUZZ_PAGE *dst, struct ZFUZZ_PAGE *src, enum migrate_mode);
   void (*putback_page)(struct ZFUZZ_PAGE *);
 };
+/* The bridge calls a file's movable_operations through these (movable.c, C): a callback is then
+ * called with the type it was compiled with, `struct page`, as -fsanitize=function checks; from
+ * C++ the same pointer has the type of `struct zfuzz_upstream_page`. */
+bool upstream_mops_isolate(const struct movable_operations *ops, struct ZFUZZ_PAGE *page,
+                           isolate_mode_t mode);
+int upstream_mops_migrate(const struct movable_operations *ops, struct ZFUZZ_PAGE *dst,
+                          struct ZFUZZ_PAGE *src, enum migrate_mode mode);
+void upstream_mops_putback(const struct movable_operations *ops, struct ZFUZZ_PAGE *page);
 
 /* A size class of upstream zsmalloc as zsmalloc_probe.c reads it, under the class lock: its
  * geometry and its statistics (zspages per fullness group, then objects allocated and in use:
