@@ -45,10 +45,16 @@ def _version(text):
 def _first_error(text):
     """The first compiler error as "file:line: message" (file relative to the tree)."""
     for line in text.splitlines():
-        if ": error: " in line:
-            where, what = line.split(": error: ", 1)
+        for marker in (": fatal error: ", ": error: "):
+            if marker not in line:
+                continue
+            where, what = line.split(marker, 1)
             parts = where.split(":")
-            place = parts[0].split("/zpool/upstream/")[-1] if "/zpool/upstream/" in parts[0] else parts[0]
+            place = parts[0]
+            if "/zpool/upstream/" in place:
+                place = place.split("/zpool/upstream/")[-1]
+            if place.startswith("./"):
+                place = place[2:]
             if len(parts) > 1:
                 place += ":" + parts[1]
             return "%s: %s" % (place, what.strip())
@@ -68,7 +74,7 @@ def _impl(ctx):
             status = "%s: not a kernel tree (no Makefile or mm/)" % origin
         else:
             for f in FILES:
-                src = root.get_child(f)
+                src = ctx.path(str(root) + "/" + f)
                 if not src.exists:
                     status = "%s: %s missing (a kernel tree before zpool, or after zbud and z3fold were removed?)" % (origin, f)
                     break
