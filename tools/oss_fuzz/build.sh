@@ -21,6 +21,9 @@
 #
 # Extra knobs (not OSS-Fuzz's): ZFUZZ_TARGETS="a b" builds only those targets; ZFUZZ_JOBS=N
 # parallel compilations (default: nproc); ZFUZZ_ROOT overrides $SRC/zfuzz.
+# The upstream targets (the kernel's own mm/z*.c, docs/upstream.md) are built from the kernel
+# tree ZFUZZ_LINUX_SOURCE=DIR names, else from /usr/src/linux-source-6.12.tar.xz when it is
+# there; with neither they are skipped with a line saying so (named in ZFUZZ_TARGETS: an error).
 # `build.sh --list` prints the source lists and the target table (the tools' tests check them
 # against the BUILD files and the files on disk) and exits.
 set -euo pipefail
@@ -66,8 +69,25 @@ EXPLORE_SRCS=(
   fuzz/explore/catalogue.cc
   fuzz/explore/scenario.cc
 )
+# //zpool/upstream:upstream (the bridge) and //fuzz/api:upstream_subjects
+UPSTREAM_SRCS=(
+  zpool/upstream/bridge.cc
+  zpool/upstream/movable.c
+  fuzz/api/upstream_subjects.cc
+)
+# The kernel's files, compiled as C (//zpool/upstream's upstream_<unit>): unit and source; the
+# probes include mm/<unit>.c themselves.
+UPSTREAM_C=(
+  "zsmalloc zpool/upstream/zsmalloc_probe.c"
+  "zpool mm/zpool.c"
+  "zbud mm/zbud.c"
+  "z3fold zpool/upstream/z3fold_probe.c"
+)
+UPSTREAM_FILES=(mm/zsmalloc.c mm/zbud.c mm/z3fold.c mm/zpool.c include/linux/zsmalloc.h
+                include/linux/zpool.h)
 # name, max_len (options), libraries: "kernel" = //zpool/kernel only; "all" = the explorer's
-# catalogue, the operation language, the allocators, zpool with its drivers, and the kernel layer.
+# catalogue, the operation language, the allocators, zpool with its drivers, and the kernel layer;
+# "upstream" = all of that and the kernel's own files with the bridge.
 TARGETS=(
   "kernel_api_fuzz 4096 kernel"
   "zbud_api_fuzz 4096 all"
@@ -76,6 +96,8 @@ TARGETS=(
   "zpool_lifecycle_fuzz 1024 all"
   "zpool_concurrent_fuzz 2048 all"
   "zpool_misuse_fuzz 1024 all"
+  "upstream_api_fuzz 4096 upstream"
+  "upstream_diff_fuzz 4096 upstream"
 )
 
 if [[ "${1:-}" == "--list" ]]; then
@@ -84,6 +106,8 @@ if [[ "${1:-}" == "--list" ]]; then
   for f in "${DRIVER_SRCS[@]}"; do echo "driver $f"; done
   for f in "${OPLANG_SRCS[@]}"; do echo "oplang $f"; done
   for f in "${EXPLORE_SRCS[@]}"; do echo "explore $f"; done
+  for f in "${UPSTREAM_SRCS[@]}"; do echo "upstream $f"; done
+  for u in "${UPSTREAM_C[@]}"; do echo "upstream_c $u"; done
   for t in "${TARGETS[@]}"; do echo "target $t"; done
   exit 0
 fi
@@ -107,6 +131,7 @@ AR="${AR:-ar}"
 
 # $CXXFLAGS and $LIB_FUZZING_ENGINE are space-separated flag lists by OSS-Fuzz's convention.
 read -r -a CXXFLAGS_ARR <<< "${CXXFLAGS:-}"
+read -r -a CFLAGS_ARR <<< "${CFLAGS:-}"
 read -r -a ENGINE_ARR <<< "$LIB_FUZZING_ENGINE"
 ZFLAGS=(-std=c++20 "-I$ROOT" -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -pthread)
 if [[ " ${CXXFLAGS:-} " == *" -fsanitize="* ]]; then
@@ -130,11 +155,6 @@ if [[ -n "${ZFUZZ_TARGETS:-}" ]]; then
 else
   SELECTED=("${TARGETS[@]}")
 fi
-NEED_ALL=""
-for t in "${SELECTED[@]}"; do
-  if [[ "${t##* }" == "all" ]]; then NEED_ALL=1; fi
-done
-
 if [[ -n "${WORK:-}" ]]; then
   BUILD_DIR="$WORK/zfuzz-build"
 else
@@ -143,15 +163,73 @@ else
 fi
 mkdir -p "$BUILD_DIR" "$OUT"
 
+# The kernel's files for the upstream targets: a tree, or Debian's tarball, or none.
+LINUX=""
+LINUX_WHY=""
+if [[ -n "${ZFUZZ_LINUX_SOURCE:-}" ]]; then
+  if [[ ! -f "$ZFUZZ_LINUX_SOURCE/Makefile" || ! -d "$ZFUZZ_LINUX_SOURCE/mm" ]]; then
+    LINUX_WHY="ZFUZZ_LINUX_SOURCE=$ZFUZZ_LINUX_SOURCE is not a kernel tree (no Makefile or mm/)"
+  else
+    LINUX="$(cd "$ZFUZZ_LINUX_SOURCE" && pwd)"
+  fi
+elif [[ -f /usr/src/linux-source-6.12.tar.xz ]]; then
+  LINUX="$BUILD_DIR/linux"
+  mkdir -p "$LINUX"
+  tar -xJf /usr/src/linux-source-6.12.tar.xz -C "$LINUX" --strip-components=1 \
+    "${UPSTREAM_FILES[@]/#/linux-source-6.12/}"
+else
+  LINUX_WHY="no kernel tree (set ZFUZZ_LINUX_SOURCE=DIR, or install linux-source-6.12)"
+fi
+if [[ -n "$LINUX" ]]; then
+  for f in "${UPSTREAM_FILES[@]}"; do
+    if [[ ! -f "$LINUX/$f" ]]; then LINUX_WHY="$LINUX has no $f"; LINUX=""; break; fi
+  done
+fi
+KEPT=()
+for t in "${SELECTED[@]}"; do
+  if [[ "${t##* }" == "upstream" && -z "$LINUX" ]]; then
+    if [[ -n "${ZFUZZ_TARGETS:-}" ]]; then
+      echo "build.sh: ${t%% *} needs the kernel's own files: $LINUX_WHY" >&2
+      exit 2
+    fi
+    echo "build.sh: skipping ${t%% *}: $LINUX_WHY"
+    continue
+  fi
+  KEPT+=("$t")
+done
+SELECTED=("${KEPT[@]}")
+NEED_ALL=""
+NEED_UPSTREAM=""
+for t in "${SELECTED[@]}"; do
+  if [[ "${t##* }" != "kernel" ]]; then NEED_ALL=1; fi
+  if [[ "${t##* }" == "upstream" ]]; then NEED_UPSTREAM=1; fi
+done
+
 # ---- compile ---------------------------------------------------------------------------------
 obj_of() {  # source path -> its object in $BUILD_DIR
   local name="${1%.cc}"
+  name="${name%.c}"
   echo "$BUILD_DIR/${name//\//_}.o"
 }
 
 compile() {  # source (relative to the root)
   echo "build.sh: compiling $1"
+  if [[ "$1" == *.c ]]; then
+    "${CC:-clang}" "${CFLAGS_ARR[@]}" -std=gnu11 "-I$ROOT" -c "$ROOT/$1" -o "$(obj_of "$1")"
+    return
+  fi
   "$CXX" "${CXXFLAGS_ARR[@]}" "${ZFLAGS[@]}" -c "$ROOT/$1" -o "$(obj_of "$1")"
+}
+
+compile_upstream_c() {  # "unit source": a kernel file as //zpool/upstream compiles it
+  local unit="${1%% *}" src="${1#* }" path
+  path="$ROOT/$src"
+  if [[ "$src" == mm/* ]]; then path="$LINUX/$src"; fi
+  echo "build.sh: compiling $src (the kernel's $unit)"
+  "${CC:-clang}" "${CFLAGS_ARR[@]}" -std=gnu11 -Wno-extern-initializer -Wno-unused-function \
+    -include "$ROOT/zpool/upstream/renames.h" "-I$ROOT/zpool/upstream/include" "-I$LINUX" \
+    "-I$LINUX/include" "-DKBUILD_MODNAME=\"$unit\"" "-DZFUZZ_UPSTREAM_UNIT=$unit" \
+    -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -c "$path" -o "$BUILD_DIR/upstream_$unit.o"
 }
 
 compile_all() {  # sources...: at most $JOBS at once; fails if any compilation failed
@@ -182,6 +260,15 @@ SOURCES=("${KERNEL_SRCS[@]}")
 if [[ -n "$NEED_ALL" ]]; then
   SOURCES+=("${ALLOCATOR_SRCS[@]}" "${DRIVER_SRCS[@]}" "${OPLANG_SRCS[@]}" "${EXPLORE_SRCS[@]}")
 fi
+if [[ -n "$NEED_UPSTREAM" ]]; then
+  SOURCES+=("${UPSTREAM_SRCS[@]}")
+  for u in "${UPSTREAM_C[@]}"; do
+    if ! compile_upstream_c "$u"; then
+      echo "build.sh: the kernel's ${u%% *} does not compile against the shims" >&2
+      exit 1
+    fi
+  done
+fi
 for t in "${SELECTED[@]}"; do
   SOURCES+=("fuzz/${t%% *}.cc")
 done
@@ -202,7 +289,12 @@ shopt -s nullglob
 for t in "${SELECTED[@]}"; do
   read -r name max_len libs <<< "$t"
   inputs=("$(obj_of "fuzz/$name.cc")")
-  if [[ "$libs" == "all" ]]; then
+  if [[ "$libs" == "upstream" ]]; then
+    # The files and the bridge call each other: objects, not archives.
+    for src in "${UPSTREAM_SRCS[@]}"; do inputs+=("$(obj_of "$src")"); done
+    for u in "${UPSTREAM_C[@]}"; do inputs+=("$BUILD_DIR/upstream_${u%% *}.o"); done
+  fi
+  if [[ "$libs" != "kernel" ]]; then
     for src in "${DRIVER_SRCS[@]}"; do inputs+=("$(obj_of "$src")"); done
     inputs+=("$BUILD_DIR/libzfuzz_explore.a" "$BUILD_DIR/libzfuzz_oplang.a"
              "$BUILD_DIR/libzfuzz_allocators.a")

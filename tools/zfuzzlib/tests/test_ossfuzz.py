@@ -54,20 +54,23 @@ class SourceListTest(unittest.TestCase):
         cls.lists = build_sh_list()
 
     def test_every_listed_source_exists_once(self):
-        listed = [f for g in ("kernel", "allocator", "driver", "oplang", "explore")
+        listed = [f for g in ("kernel", "allocator", "driver", "oplang", "explore", "upstream")
                   for f in self.lists[g]]
+        listed += [u.split()[1] for u in self.lists["upstream_c"]
+                   if not u.split()[1].startswith("mm/")]
         self.assertEqual(len(listed), len(set(listed)))
         for f in listed:
             self.assertTrue(os.path.isfile(os.path.join(ROOT, f)), f)
 
     def test_every_library_source_on_disk_is_listed(self):
-        listed = {f for g in ("kernel", "allocator", "driver", "oplang", "explore")
+        listed = {f for g in ("kernel", "allocator", "driver", "oplang", "explore", "upstream")
                   for f in self.lists[g]}
         on_disk = set()
-        for pattern in ("zpool/kernel/*.cc", "zpool/*.cc", "fuzz/api/*.cc", "fuzz/explore/*.cc"):
+        for pattern in ("zpool/kernel/*.cc", "zpool/*.cc", "fuzz/api/*.cc", "fuzz/explore/*.cc",
+                        "zpool/upstream/*.cc", "zpool/upstream/*.c"):
             for path in glob.glob(os.path.join(ROOT, pattern)):
                 rel = os.path.relpath(path, ROOT)
-                if not rel.endswith("_test.cc"):
+                if not rel.endswith(("_test.cc", "_probe.c")):
                     on_disk.add(rel)
         # fuzz/api/seeds.cc is //fuzz/api:generate_seeds and fuzz/explore/explore_main.cc
         # //fuzz/explore:explore: tools, not libraries.
@@ -92,6 +95,21 @@ class SourceListTest(unittest.TestCase):
         explore = library_srcs(read("fuzz", "explore", "BUILD"), "cc_library", "scenario")
         self.assertEqual(sorted("fuzz/explore/" + s for s in explore),
                          sorted(self.lists["explore"]))
+        subjects = library_srcs(read("fuzz", "api", "BUILD"), "cc_library", "upstream_subjects")
+        upstream_build = read("zpool", "upstream", "BUILD")
+        bridge = re.search(r'name = "upstream" \+ suffix,\s*srcs = \[([^\]]*)\]',
+                           upstream_build).group(1)
+        bridge = re.findall(r'"([^"]+)"', bridge)
+        self.assertEqual(sorted(["zpool/upstream/" + s for s in bridge] +
+                                ["fuzz/api/" + s for s in subjects]),
+                         sorted(self.lists["upstream"]))
+        # The C units: the probed ones through their probe, the others as the kernel's file.
+        probed = re.search(r"PROBED = \[([^\]]*)\]", upstream_build).group(1)
+        for unit, src in (u.split() for u in self.lists["upstream_c"]):
+            if '"%s"' % unit in probed:
+                self.assertEqual(src, "zpool/upstream/%s_probe.c" % unit)
+            else:
+                self.assertEqual(src, "mm/%s.c" % unit)
 
     def test_no_defines_to_replicate(self):
         # build.sh compiles the base variant with no -D of its own besides OSS-Fuzz's: that holds
@@ -100,6 +118,8 @@ class SourceListTest(unittest.TestCase):
                       ("zpool", "zpool.bzl"), ("zpool", "kernel", "BUILD"),
                       ("fuzz", "api", "BUILD"), ("fuzz", "BUILD")):
             text = read(*parts)
+            if parts == ("fuzz", "api", "BUILD"):  # the upstream seed generator: a tool
+                text = text[:text.index("generate_upstream_seeds")]
             self.assertNotRegex(text, r"\b(local_)?defines\s*=", parts)
             self.assertNotIn('"-D', text, parts)
         bzl = read("tools", "bazel", "zfuzz.bzl")
@@ -117,8 +137,9 @@ class SourceListTest(unittest.TestCase):
             self.assertEqual(target["options"]["max_len"], max_len)
             self.assertEqual(target["dict"], "//corpus:%s.dict" % name)
             self.assertTrue(os.path.isfile(os.path.join(ROOT, "corpus", name + ".dict")))
-            self.assertEqual(libs, "kernel" if target["deps"] == ["//zpool/kernel"] else "all",
-                             name)
+            expected = ("upstream" if target["upstream"] else
+                        "kernel" if target["deps"] == ["//zpool/kernel"] else "all")
+            self.assertEqual(libs, expected, name)
 
 
 class ClusterFuzzLiteTest(unittest.TestCase):
