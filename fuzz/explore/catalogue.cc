@@ -37,7 +37,10 @@ std::string BackendName(Kind k) {
     case Kind::kZbud: return "zbud";
     case Kind::kZpoolZsmalloc: return "zpool-zsmalloc";
     case Kind::kZpoolZbud: return "zpool-zbud";
-    default: break;  // the upstream kinds have no scenarios yet (docs/upstream.md)
+    case Kind::kUpstreamZsmalloc:  // no scenarios on the kernel's files yet (docs/upstream.md)
+    case Kind::kUpstreamZpoolZsmalloc:
+    case Kind::kUpstreamZpoolZbud:
+    case Kind::kUpstreamZpoolZ3fold: break;
   }
   return "?";
 }
